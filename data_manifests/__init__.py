@@ -1,0 +1,14 @@
+"""Manifest schemas, ids, the atomic sharded writer and readers. Imports nothing of the project."""
+from .errors import ManifestError
+from .ids import bytes_digest, file_digest, image_id, pair_id, shard_of
+from .reader import count_rows, iter_manifest, read_manifest, read_table, shard_files
+from .run import RunLayout
+from .schemas import RAIN_TYPE_FOLDERS, RAIN_TYPES, REJECT_REASONS, SCHEMAS, ManifestSchema, get_schema
+from .writer import clean_temporaries, shard_complete, shard_name, write_shard
+
+__all__ = [
+    "ManifestError", "bytes_digest", "file_digest", "image_id", "pair_id", "shard_of",
+    "count_rows", "iter_manifest", "read_manifest", "read_table", "shard_files", "RunLayout",
+    "RAIN_TYPE_FOLDERS", "RAIN_TYPES", "REJECT_REASONS", "SCHEMAS", "ManifestSchema", "get_schema",
+    "clean_temporaries", "shard_complete", "shard_name", "write_shard",
+]

@@ -1,0 +1,144 @@
+"""Manifest schemas. Each carries its name and version in the Parquet metadata."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+META_NAME = b"unirain.manifest"
+META_VERSION = b"unirain.schema_version"
+
+RAIN_TYPES = ("day_streak", "day_drop", "night_streak", "night_drop")
+RAIN_TYPE_FOLDERS = {"day_streak": "drs", "day_drop": "drd", "night_streak": "nrs", "night_drop": "nrd"}
+
+# The fixed vocabulary of reject reasons; `detail` carries the specifics.
+REJECT_REASONS = frozenset({
+    "unreadable",          # empty, truncated, not an image
+    "unsupported_format",  # an image format we do not accept
+    "too_small",
+    "decompression_bomb",
+    "size_mismatch",       # rainy and clean differ in size
+    "missing_clean",       # a rainy file without its clean twin
+    "duplicate",           # the same pair (same bytes) listed again
+    "bad_embedding",       # NaN or infinite embedding
+    "no_reference",        # retrieval found no gallery match
+    "judge_error",         # judges failed to give enough votes
+    "undecided",           # too few valid votes to decide; retried on the next run
+    "voted_out",
+    "below_threshold",     # a retrieval score under the configured minimum
+})
+
+
+@dataclass(frozen=True)
+class ManifestSchema:
+    name: str
+    version: int
+    schema: pa.Schema
+    key: str  # the id column
+    sort_by: tuple[str, ...] = ()  # row order inside a shard, so reruns write identical files
+
+    @property
+    def order(self) -> list[str]:
+        return list(self.sort_by or (self.key,))
+
+    @property
+    def arrow(self) -> pa.Schema:
+        return self.schema.with_metadata({META_NAME: self.name.encode(), META_VERSION: str(self.version).encode()})
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.names
+
+
+SCHEMAS: dict[str, ManifestSchema] = {}
+
+
+def register(name: str, version: int, key: str, fields: list[pa.Field], sort_by=()) -> ManifestSchema:
+    schema = ManifestSchema(name, version, pa.schema(fields), key, tuple(sort_by))
+    SCHEMAS[name] = schema
+    return schema
+
+
+def get_schema(name: str) -> ManifestSchema:
+    try:
+        return SCHEMAS[name]
+    except KeyError:
+        raise KeyError(f"unknown manifest {name!r}; known: {', '.join(sorted(SCHEMAS))}") from None
+
+
+def f(name, type_, nullable=False):
+    return pa.field(name, type_, nullable=nullable)
+
+
+CANDIDATE_FIELDS = [
+    f("pair_id", pa.string()),
+    f("source", pa.string()),
+    f("rain_type", pa.string()),
+    f("rainy_path", pa.string()),
+    f("clean_path", pa.string()),
+    f("width", pa.int32()),
+    f("height", pa.int32()),
+    f("rainy_id", pa.string()),
+    f("clean_id", pa.string()),
+    f("rain_type_inferred", pa.bool_()),
+]
+
+CANDIDATES = register("candidates", 1, "pair_id", CANDIDATE_FIELDS)
+
+GALLERY = register("gallery", 1, "image_id", [
+    f("image_id", pa.string()),
+    f("source", pa.string()),
+    f("path", pa.string()),
+    f("width", pa.int32()),
+    f("height", pa.int32()),
+])
+
+CAPTIONS = register("captions", 1, "item_id", [
+    f("item_id", pa.string()),
+    f("kind", pa.string()),  # "gallery" or "candidate"
+    f("caption", pa.string()),
+    f("model", pa.string()),
+], sort_by=("item_id", "kind"))
+
+EMBEDDINGS = register("embeddings", 1, "item_id", [
+    f("item_id", pa.string()),
+    f("kind", pa.string()),
+    f("text_emb", pa.list_(pa.float16())),
+    f("image_emb", pa.list_(pa.float16())),
+    f("model", pa.string()),
+], sort_by=("item_id", "kind"))
+
+RETRIEVAL = register("retrieval", 1, "pair_id", [
+    f("pair_id", pa.string()),
+    f("ref_id", pa.string()),
+    f("text_l2", pa.float32()),
+    f("image_cos", pa.float32()),
+    f("ssim", pa.float32()),
+    f("semantic_ids", pa.list_(pa.string())),
+    f("visual_ids", pa.list_(pa.string())),
+])
+
+VOTES = register("votes", 1, "pair_id", [
+    f("pair_id", pa.string()),
+    f("ref_id", pa.string()),
+    f("judge", pa.string()),
+    f("p_real", pa.float32(), nullable=True),
+    f("vote", pa.bool_(), nullable=True),  # null = abstention, never a yes or a no
+    f("error", pa.string(), nullable=True),
+    f("prompt_version", pa.string()),
+], sort_by=("pair_id", "judge"))
+
+DISTILLED = register("distilled", 1, "pair_id", CANDIDATE_FIELDS + [
+    f("ref_id", pa.string()),
+    f("n_yes", pa.int32()),
+    f("n_votes", pa.int32()),
+])
+
+REJECTS = register("rejects", 1, "item_id", [
+    f("item_id", pa.string()),
+    f("stage", pa.string()),
+    f("reason", pa.string()),
+    f("detail", pa.string()),
+    f("source", pa.string(), nullable=True),
+    f("path", pa.string(), nullable=True),
+], sort_by=("stage", "item_id", "reason", "detail"))

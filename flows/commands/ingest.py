@@ -1,0 +1,46 @@
+"""`unirain ingest`: list and probe sources and gallery folders into a run's manifests."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ingest", help="list, hash and probe dataset pairs and gallery images into RUN/manifests",
+                       description="Write RUN/manifests/{candidates,gallery,rejects} from dataset folders. "
+                                   "Source specs: ADAPTER[.LABEL][:TYPE]=PATH (adapters: see `unirain ingest --list-adapters`).")
+    p.add_argument("--run", help="run folder (created if missing)")
+    p.add_argument("--source", action="append", default=[], metavar="NAME=PATH", help="a paired dataset; repeatable")
+    p.add_argument("--gallery", action="append", default=[], metavar="PATH", help="a folder of real rainy photos (recursive); repeatable")
+    p.add_argument("--config", help="run config YAML (its ingest: and task_runner: sections apply)")
+    p.add_argument("--list-adapters", action="store_true", help="print the dataset adapters and exit")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from tasks.adapters import ADAPTERS
+
+    from ..cli import UserError
+
+    if args.list_adapters:
+        for name, cls in sorted(ADAPTERS.items()):
+            print(f"{name:16s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        return 0
+    if not args.run:
+        raise UserError("--run is required")
+    if not args.source and not args.gallery:
+        raise UserError("nothing to ingest: give at least one --source NAME=PATH or --gallery PATH")
+    from tasks.config import ConfigError, RunConfig, load_yaml, parse_run_config
+    from tasks.sources import parse_gallery, parse_sources
+
+    try:
+        cfg = parse_run_config(load_yaml(args.config), args.config) if args.config else RunConfig()
+        parse_sources(args.source)
+        parse_gallery(args.gallery)
+    except (ValueError, ConfigError) as exc:
+        raise UserError(str(exc)) from None
+    from data_manifests import RunLayout
+    from tasks.funnel import format_table, funnel_table
+
+    from ..ingest import run_ingest
+
+    run_ingest(args.run, args.source, args.gallery, cfg.ingest, cfg.task_runner)
+    print(format_table(funnel_table(RunLayout.at(args.run))))
+    return 0

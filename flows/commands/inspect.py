@@ -1,0 +1,28 @@
+"""`unirain inspect RUN`: the funnel of a run, per source and per stage."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("inspect", help="print a run's funnel (kept and rejected by reason, per source and stage)")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--json", action="store_true", help="print the funnel as JSON records")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from data_manifests import RunLayout
+
+    from ..cli import UserError
+
+    layout = RunLayout.at(args.run)
+    if not layout.is_run():
+        raise UserError(f"{layout.root} is not a UniRain run folder (no run.json)")
+    from tasks.funnel import format_table, funnel_table
+
+    frame = funnel_table(layout)
+    if args.json:
+        print(frame.to_json(orient="records"))
+    else:
+        print(f"run: {layout.root}\n")
+        print(format_table(frame))
+    return 0

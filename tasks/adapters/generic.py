@@ -1,0 +1,44 @@
+"""Adapters for layouts that are not one dataset's: the paper's own layout and any paired folder."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from data_manifests import RAIN_TYPE_FOLDERS
+
+from .base import DatasetAdapter, PairListing, find_child, image_files, pair_by_key, register_adapter, strip_rain_affixes
+
+RAINY_DIRS = ("input", "rainy", "rain", "data")
+CLEAN_DIRS = ("target", "gt", "norain", "clean")
+
+
+@register_adapter("unirain")
+class UniRainLayout(DatasetAdapter):
+    """`{drs,drd,nrs,nrd}/{input,target}/NAME`: pairs by file name, type by folder."""
+
+    def list_pairs(self, root: Path, rain_type: str | None = None) -> Iterator[PairListing]:
+        for type_key, folder in RAIN_TYPE_FOLDERS.items():
+            base = root / folder
+            yield from pair_by_key(
+                image_files(base / "input"), image_files(base / "target"), lambda p: p.name, rain_type or type_key
+            )
+
+
+@register_adapter("paired")
+class PairedFolder(DatasetAdapter):
+    """Any folder with input|rainy|rain|data beside target|gt|norain|clean; pairs by stem.
+
+    The rain type comes from `NAME:TYPE=PATH`; without it, day or night is inferred from the clean
+    image's luminance at ingest and the streak type is assumed.
+    """
+
+    default_type = None
+
+    def list_pairs(self, root: Path, rain_type: str | None = None) -> Iterator[PairListing]:
+        rainy_dir, clean_dir = find_child(root, RAINY_DIRS), find_child(root, CLEAN_DIRS)
+        if rainy_dir is None or clean_dir is None:
+            raise ValueError(
+                f"{root}: expected a rainy folder ({'|'.join(RAINY_DIRS)}) beside a clean folder ({'|'.join(CLEAN_DIRS)})"
+            )
+        key = lambda p: strip_rain_affixes(p.stem)  # noqa: E731
+        yield from pair_by_key(image_files(rainy_dir), image_files(clean_dir), key, rain_type)
