@@ -1,0 +1,59 @@
+"""The rain-generator interface and its registry.
+
+A generator turns a clean daytime photo into a (rainy, target) pair. Day types return the photo
+itself as target; night types first turn the photo into a clean night scene and return that as the
+target, so the pair differs only by rain. Images are float32 HxWx3 in [0, 1].
+
+Every generator has two parameter profiles: ``paired`` (training-style sets) and ``gallery``
+(a stand-in for real rain photos). They use *different ranges* on purpose, so the gallery does not
+simply mirror the candidates it will later be compared against.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from data_manifests.schemas import RAIN_TYPE_FOLDERS, RAIN_TYPES
+
+PROFILES = ("paired", "gallery")
+
+
+class RainPair(NamedTuple):
+    rainy: np.ndarray   # float32 HxWx3 in [0, 1]
+    target: np.ndarray  # float32 HxWx3 in [0, 1]
+
+
+RainGenerator = Callable[[np.ndarray, np.random.Generator, str], RainPair]
+
+RAIN_GENERATORS: dict[str, RainGenerator] = {}
+
+
+def register_rain(key: str) -> Callable[[RainGenerator], RainGenerator]:
+    """Register ``fn(clean, rng, profile) -> RainPair`` under a rain type key."""
+    if key not in RAIN_TYPES:
+        raise ValueError(f"unknown rain type {key!r}; expected one of {RAIN_TYPES}")
+
+    def deco(fn: RainGenerator) -> RainGenerator:
+        if key in RAIN_GENERATORS:
+            raise ValueError(f"rain type {key!r} registered twice")
+        RAIN_GENERATORS[key] = fn
+        return fn
+
+    return deco
+
+
+def get_generator(key: str) -> RainGenerator:
+    try:
+        return RAIN_GENERATORS[key]
+    except KeyError:
+        raise KeyError(f"no generator for rain type {key!r}; known: {sorted(RAIN_GENERATORS)}") from None
+
+
+def check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown synthesis profile {profile!r}; expected one of {PROFILES}")
+
+
+__all__ = ["PROFILES", "RAIN_GENERATORS", "RAIN_TYPES", "RAIN_TYPE_FOLDERS", "RainGenerator", "RainPair",
+           "check_profile", "get_generator", "register_rain"]
