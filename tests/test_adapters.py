@@ -61,8 +61,6 @@ def test_unirain_pairs_by_name_and_types_by_folder(tmp_path):
     assert {t for _, _, t in relative(get_adapter("unirain").list_pairs(tmp_path, "day_drop"), tmp_path)} == {"day_drop"}
 
 
-@pytest.mark.xfail(strict=True, reason="ingest passes the adapter's default type (day_streak) as if the source fixed it, "
-                   "so unirain's folder types are lost; fix: UniRainLayout.default_type = None")
 def test_unirain_folder_types_survive_ingest_listing(tmp_path):
     make(tmp_path, *UNIRAIN_TREE)
     assert listed("unirain", tmp_path) == UNIRAIN_PAIRS

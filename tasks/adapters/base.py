@@ -13,7 +13,6 @@ from typing import Callable, ClassVar, Iterable, Iterator
 
 from data_manifests import RAIN_TYPES
 
-from ..imageio import is_image_name
 
 
 @dataclass(frozen=True)
@@ -58,11 +57,16 @@ def get_adapter(name: str) -> DatasetAdapter:
 # ---- helpers shared by adapters -------------------------------------------------------------
 
 def image_files(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image files under a folder, sorted for a deterministic order."""
+    """The files of an image folder, sorted for a deterministic order.
+
+    Every visible file is listed, not only image suffixes: a stray `.gif` or `.txt` among the images
+    becomes a recorded reject at ingest instead of vanishing silently.
+    """
     if not folder.is_dir():
         return []
     pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_name(p))
+    return sorted(p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith(".")
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def find_child(root: Path, names: Iterable[str]) -> Path | None:

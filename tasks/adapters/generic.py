@@ -16,6 +16,8 @@ CLEAN_DIRS = ("target", "gt", "norain", "clean")
 class UniRainLayout(DatasetAdapter):
     """`{drs,drd,nrs,nrd}/{input,target}/NAME`: pairs by file name, type by folder."""
 
+    default_type = None  # each folder has its own type
+
     def list_pairs(self, root: Path, rain_type: str | None = None) -> Iterator[PairListing]:
         for type_key, folder in RAIN_TYPE_FOLDERS.items():
             base = root / folder
