@@ -31,7 +31,7 @@ class DropRanges:
     p_highlight: float
 
 
-PAIRED = DropRanges(count=(10, 35), radius=(3.0, 18.0), p_metaball=0.3, elongation=(1.0, 1.6),
+PAIRED = DropRanges(count=(12, 40), radius=(3.0, 18.0), p_metaball=0.3, elongation=(1.0, 1.6),
                     zoom=(1.6, 3.5), fisheye=(0.3, 1.2), inner_blur=(0.8, 2.5), edge_dark=(0.25, 0.55),
                     defocus=(0.8, 2.0), soft=(0.4, 1.2), p_highlight=0.35)
 # The stand-in gallery: more, larger, blurrier drops that run together more often.
@@ -95,8 +95,13 @@ def drop_map(shape: tuple[int, int], rng: np.random.Generator, r: DropRanges):
     return rho, cy_map, cx_map, rad_map
 
 
-def add_drops(img: np.ndarray, rng: np.random.Generator, r: DropRanges, light: np.ndarray | None = None) -> np.ndarray:
-    """Composite drops over ``img``. ``light`` (HxWx3 illumination, night scenes) makes drops catch lights."""
+def add_drops(img: np.ndarray, rng: np.random.Generator, r: DropRanges, light: np.ndarray | None = None,
+              ambient: np.ndarray | None = None) -> np.ndarray:
+    """Composite drops over ``img``.
+
+    Night scenes: ``light`` (HxWx3 illumination) makes drops catch nearby lights, brightest on their
+    rims; ``ambient`` (an RGB colour) is sky glow gathered by every drop, so drops in the dark still show.
+    """
     h, w = img.shape[:2]
     scale = min(h, w) / 256.0
     rho, cy_map, cx_map, rad_map = drop_map((h, w), rng, r)
@@ -123,6 +128,8 @@ def add_drops(img: np.ndarray, rng: np.random.Generator, r: DropRanges, light: n
         inside += lit * (0.25 + 0.9 * rim)[:, None]  # drops scatter the nearby light, rims glint
         if hl:
             inside += lit * (1.5 * spot)[:, None]
+    if ambient is not None:
+        inside += np.asarray(ambient, np.float32) * (1.0 - 0.5 * rim)[:, None]
     alpha = np.zeros((h, w), np.float32)
     alpha[ys, xs] = 1.0 - smoothstep(0.9, 1.05, p)
     layer = np.zeros_like(img)

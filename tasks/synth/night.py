@@ -34,6 +34,7 @@ class NightRanges:
     streak_ambient: tuple[float, float]  # streak visibility away from any light
     streak_gain: tuple[float, float]   # streak visibility in the light
     scatter: tuple[float, float]       # extra bloom from light scattered by the rain itself
+    drop_ambient: tuple[float, float]  # sky glow that drops gather even far from any light
     streaks: StreakRanges
     drops: DropRanges
 
@@ -41,13 +42,13 @@ class NightRanges:
 NIGHT_STREAKS = StreakRanges(layers=(2, 3), angle=(-30.0, 30.0), angle_jitter=3.0, length=(20.0, 40.0),
                              density=(0.0015, 0.007), width=(0.5, 1.4), black=(0.0, 0.1), opacity=(1.0, 1.0),
                              p_screen=1.0, p_haze=0.0, haze=(0.0, 0.0))
-PAIRED = NightRanges(gamma=(1.8, 2.6), exposure=(0.15, 0.4), blue=(1.05, 1.35), lights=(2, 6), reach=(12.0, 35.0),
+PAIRED = NightRanges(gamma=(1.8, 2.6), exposure=(0.2, 0.45), blue=(1.05, 1.35), lights=(2, 6), reach=(12.0, 35.0),
                      glow=(0.3, 0.8), lit=(0.5, 1.2), streak_ambient=(0.03, 0.1), streak_gain=(1.2, 2.5),
-                     scatter=(0.0, 0.08), streaks=NIGHT_STREAKS, drops=DAY_DROPS)
+                     scatter=(0.0, 0.08), drop_ambient=(0.04, 0.1), streaks=NIGHT_STREAKS, drops=DAY_DROPS)
 # The stand-in gallery: darker scenes, fewer and warmer-looking but brighter lights, fainter ambient rain.
 GALLERY = NightRanges(gamma=(2.2, 3.2), exposure=(0.1, 0.3), blue=(1.0, 1.2), lights=(1, 4), reach=(20.0, 50.0),
                       glow=(0.6, 1.2), lit=(0.8, 1.8), streak_ambient=(0.0, 0.05), streak_gain=(1.5, 3.0),
-                      scatter=(0.03, 0.15),
+                      scatter=(0.03, 0.15), drop_ambient=(0.03, 0.1),
                       streaks=StreakRanges(layers=(2, 4), angle=(-20.0, 20.0), angle_jitter=5.0, length=(25.0, 40.0),
                                            density=(0.0012, 0.005), width=(0.8, 2.0), black=(0.0, 0.15),
                                            opacity=(1.0, 1.0), p_screen=1.0, p_haze=0.0, haze=(0.0, 0.0)),
@@ -98,5 +99,6 @@ def night_drop(clean: np.ndarray, rng: np.random.Generator, profile: str = "pair
     check_profile(profile)
     r = RANGES[profile]
     night, light = to_night(clean, rng, r)
-    rainy = add_drops(night, rng, r.drops, light=light * np.float32(0.6))
+    sky = np.array([0.75, 0.85, 1.0], np.float32) * np.float32(uniform(rng, r.drop_ambient))
+    rainy = add_drops(night, rng, r.drops, light=light * np.float32(0.6), ambient=sky)
     return RainPair(np.clip(rainy, 0.0, 1.0).astype(np.float32), night)
