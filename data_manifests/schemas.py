@@ -20,6 +20,7 @@ REJECT_REASONS = frozenset({
     "size_mismatch",       # rainy and clean differ in size
     "missing_clean",       # a rainy file without its clean twin
     "duplicate",           # the same pair (same bytes) listed again
+    "preprocess_error",    # decoded, but the model's preprocessing failed on it
     "bad_embedding",       # NaN or infinite embedding
     "no_reference",        # retrieval found no gallery match
     "judge_error",         # judges failed to give enough votes

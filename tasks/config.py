@@ -22,7 +22,7 @@ class Section(BaseModel):
 
 
 class IngestConfig(Section):
-    num_shards: int = Field(16, ge=1, description="output shards, cut by id hash")
+    num_shards: int = Field(16, ge=1, description="shards of every stage of the run, cut by id hash")
     min_side: int = Field(64, ge=1, description="images smaller than this on a side are rejected (too_small)")
     max_pixels: int = Field(89_478_485, ge=1, description="more pixels than this is a decompression bomb")
     chunk_size: int = Field(512, ge=1, description="pairs probed per task")
@@ -41,13 +41,11 @@ class CaptionConfig(Section):
     batch_size: int = Field(8, ge=1)
     num_workers: int = Field(2, ge=0)
     max_new_tokens: int = Field(20, ge=1)
-    num_shards: int = Field(16, ge=1)
 
 
 class EmbedConfig(Section):
     batch_size: int = Field(32, ge=1)
     num_workers: int = Field(2, ge=0)
-    dtype: Literal["float16", "float32"] = "float16"
 
 
 class IndexConfig(Section):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from data_manifests import RunLayout, get_schema, shard_complete, shard_name, shard_of, write_shard
 
@@ -27,9 +28,10 @@ def write_result(run: RunLayout, output: str, stage: str, shard: int, rows, reje
     """Publish one shard's rows and rejects; returns the number of rows kept."""
     out, rej = output_paths(run, output, stage, shard)
     write_shard(pd.DataFrame(rejects, columns=get_schema("rejects").columns), rej.parent, rej.name, get_schema("rejects"))
-    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=get_schema(output).columns)
-    write_shard(frame, out.parent, out.name, get_schema(output))
-    return len(frame)
+    if not isinstance(rows, (pd.DataFrame, pa.Table)):
+        rows = pd.DataFrame(rows, columns=get_schema(output).columns)
+    write_shard(rows, out.parent, out.name, get_schema(output))
+    return len(rows)
 
 
 def split_shards(frame: pd.DataFrame, key: str, num_shards: int) -> list[pd.DataFrame]:
@@ -43,3 +45,16 @@ def split_shards(frame: pd.DataFrame, key: str, num_shards: int) -> list[pd.Data
 def stage_reject(item_id: str, stage: str, reason: str, detail: str, source: str | None = None,
                  path: str | None = None) -> dict:
     return {"item_id": item_id, "stage": stage, "reason": reason, "detail": detail, "source": source, "path": path}
+
+
+def check_model(run: RunLayout, output: str, model_id: str) -> None:
+    """Refuse to mix models in one run: finished shards made by another model are not 'done'."""
+    from data_manifests import read_table
+
+    table = read_table(run.manifest(output), get_schema(output), columns=["model"])
+    others = sorted(set(table.column("model").to_pylist()) - {model_id})
+    if others:
+        raise ValueError(
+            f"{run.manifest(output)} holds rows made by {others}, this config uses {model_id!r}: "
+            f"start a new run folder, or delete manifests/{output} (and later stages) to redo it"
+        )

@@ -25,8 +25,8 @@ TINY_MAKERS: dict[str, Callable[[Path, int], Any]] = {}
 # The demo's settings: small shards and batches so a CPU laptop finishes in minutes.
 DEMO_SETTINGS: dict[str, Any] = {
     "ingest": {"num_shards": 2, "min_side": 32, "chunk_size": 64},
-    "caption": {"batch_size": 4, "num_workers": 1, "max_new_tokens": 12, "num_shards": 2},
-    "embed": {"batch_size": 16, "num_workers": 1, "dtype": "float32"},
+    "caption": {"batch_size": 4, "num_workers": 1, "max_new_tokens": 12},
+    "embed": {"batch_size": 16, "num_workers": 1},
     "index": {"kind": "flat"},
     "retrieval": {"k_semantic": 8, "k_visual": 4, "ssim_size": 128, "batch_size": 256},
     "vote": {"threshold": 0.5, "cascade": True, "timeout_s": 60.0, "retries": 1, "max_concurrency": 4},
