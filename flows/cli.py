@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "flows.commands.ingest",
     "flows.commands.inspect",
     "flows.commands.models",
+    "flows.commands.serve_judge",
 ]
 
 

@@ -1,0 +1,60 @@
+"""`unirain serve-judge`: serve a local VLM folder over vLLM's OpenAI-compatible chat API."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve-judge",
+        help="serve a local transformers VLM as a judge over the OpenAI-compatible API vLLM speaks",
+        description=(
+            "Serve a transformers image-text-to-text model folder over the OpenAI-compatible "
+            "/v1/chat/completions API in vLLM's response shape (one token, logprobs, top_logprobs). "
+            "Point a judge with backend 'vllm' and options.base_url http://HOST:PORT/v1 at it. "
+            "For CPU-only machines and tests; GPUs should run vLLM itself."
+        ),
+    )
+    p.add_argument("--model", required=True, help="model folder (loaded with from_pretrained)")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    p.add_argument("--served-model-name", default=None,
+                   help="the `model` name clients send (default: the --model value, as vLLM does)")
+    p.add_argument("--max-logprobs", type=int, default=20, help="largest top_logprobs accepted (vLLM's default: 20)")
+    p.add_argument("--api-key-env", default=None, metavar="VAR",
+                   help="require `Authorization: Bearer <key>` with the key read from this environment variable")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16", "auto"])
+    p.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from flows.cli import UserError
+
+    if not Path(args.model).is_dir():
+        raise UserError(f"--model {args.model}: not a folder")
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port {args.port}: must be 1..65535")
+    if args.max_logprobs < 0:
+        raise UserError("--max-logprobs must be >= 0")
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise UserError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+
+    import uvicorn
+
+    from tasks.config import ModelRef
+    from tasks.judges.server import create_app
+    from tasks.judges.transformers_backend import TransformersJudge
+
+    options = {k: v for k, v in (("device", args.device), ("dtype", args.dtype)) if v}
+    judge = TransformersJudge(ModelRef(backend="transformers", name=args.model, options=options))
+    name = args.served_model_name or args.model
+    app = create_app(judge, served_model_name=name, max_logprobs=args.max_logprobs, api_key=api_key)
+    print(f"serve-judge: {name} on http://{args.host}:{args.port}/v1", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

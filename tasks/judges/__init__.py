@@ -1,0 +1,22 @@
+"""VLM judges: interface and registry in `base`, backends in `transformers_backend` and `vllm_backend`."""
+from tasks.judges.base import (
+    JUDGES,
+    NO_MASS,
+    Judge,
+    JudgeRequest,
+    JudgeResult,
+    JudgeUnavailable,
+    answer_word,
+    make_judge,
+    p_real_from_logprobs,
+    register_judge,
+    yes_no_masses,
+    yes_no_token_ids,
+)
+from tasks.judges.prompt import PROMPT_TEXT, PROMPT_VERSION
+
+__all__ = [
+    "JUDGES", "NO_MASS", "PROMPT_TEXT", "PROMPT_VERSION", "Judge", "JudgeRequest", "JudgeResult",
+    "JudgeUnavailable", "answer_word", "make_judge", "p_real_from_logprobs", "register_judge",
+    "yes_no_masses", "yes_no_token_ids",
+]

@@ -1,0 +1,106 @@
+"""In-process judge: a `transformers` image-text-to-text model, batched with left padding.
+
+The score comes from one forward pass: next-token logits -> softmax over the whole vocabulary ->
+the mass on every yes spelling and every no spelling. `serve-judge` serves this same class over
+HTTP, so an HTTP judge and an in-process judge on the same folder give the same `p_real`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from PIL import Image
+
+from tasks.config import ModelRef, VoteConfig
+from tasks.imageio import ImageRejected, load_rgb
+from tasks.judges.base import Judge, JudgeRequest, JudgeResult, register_judge, yes_no_token_ids
+from tasks.judges.prompt import judge_messages
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@register_judge("transformers")
+class TransformersJudge(Judge):
+    """Options: `batch_size` (8), `device` ("cuda" when available, else "cpu"),
+    `dtype` ("float32" on CPU, the checkpoint's own dtype on GPU)."""
+
+    def __init__(self, ref: ModelRef, vote: VoteConfig | None = None):
+        super().__init__(ref, vote)
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        opts = ref.options
+        self.batch_size = int(opts.get("batch_size", 8))
+        self.device = torch.device(opts.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype: Any = opts.get("dtype") or ("auto" if self.device.type == "cuda" else "float32")
+        if dtype != "auto" and dtype not in _DTYPES:
+            raise ValueError(f"judge {ref.name}: options.dtype must be one of {sorted(_DTYPES)} or 'auto', not {dtype!r}")
+        self.processor = AutoProcessor.from_pretrained(ref.name)
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"  # the next token of every row sits at position -1
+        self.model = AutoModelForImageTextToText.from_pretrained(ref.name, dtype=_DTYPES.get(dtype, dtype))
+        self.model.to(self.device).eval()
+        self.yes_ids, self.no_ids = yes_no_token_ids(self.tokenizer)
+        self.prompt = self.render(judge_messages({"type": "image"}, {"type": "image"}))
+
+    def render(self, messages: list[dict[str, Any]]) -> str:
+        """The prompt text of a chat whose image parts are `{"type": "image"}`."""
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    @torch.inference_mode()
+    def next_token_logprobs(self, prompts: list[str], images: list[list[Image.Image]], return_lengths: bool = False):
+        """Log-softmax of the next-token logits, float32 on CPU, one row per prompt
+        (and each prompt's length in tokens with `return_lengths`)."""
+        flat = [img for row in images for img in row]
+        inputs = self.processor(text=prompts, images=flat or None, padding=True, return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        logits = self.model(**inputs, logits_to_keep=1).logits[:, -1]
+        logprobs = logits.float().log_softmax(dim=-1).cpu()
+        if return_lengths:
+            return logprobs, inputs["attention_mask"].sum(dim=1).tolist()
+        return logprobs
+
+    def masses(self, logprobs: torch.Tensor) -> tuple[list[float], list[float]]:
+        probs = logprobs.double().exp()
+        return probs[:, self.yes_ids].sum(1).tolist(), probs[:, self.no_ids].sum(1).tolist()
+
+    def judge(self, pairs: list[JudgeRequest]) -> list[JudgeResult]:
+        results: list[JudgeResult] = []
+        for start in range(0, len(pairs), self.batch_size):  # images are decoded one batch at a time
+            chunk = pairs[start : start + self.batch_size]
+            cache: dict[str, Image.Image] = {}  # one reference often serves several candidates
+            out: list[JudgeResult | None] = [None] * len(chunk)
+            ready: list[tuple[int, list[Image.Image]]] = []
+            for i, req in enumerate(chunk):
+                try:
+                    ready.append((i, [_load(req.ref_path, cache), _load(req.cand_path, cache)]))
+                except ImageRejected as exc:
+                    out[i] = JudgeResult.failed(f"unreadable image: {exc.detail}")
+            for (i, _), result in zip(ready, self._score([imgs for _, imgs in ready]) if ready else []):
+                out[i] = result
+            results.extend(out)  # type: ignore[arg-type]
+        return results
+
+    def _score(self, images: list[list[Image.Image]]) -> list[JudgeResult]:
+        try:
+            p_yes, p_no = self.masses(self.next_token_logprobs([self.prompt] * len(images), images))
+        except Exception as exc:  # e.g. out of memory: retry one by one so one bad pair stays one abstention
+            if len(images) == 1:
+                return [JudgeResult.failed(f"model error: {type(exc).__name__}: {exc}")]
+            return [r for row in images for r in self._score([row])]
+        return [JudgeResult.from_masses(y, n) for y, n in zip(p_yes, p_no)]
+
+    def close(self) -> None:
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _load(path: str, cache: dict[str, Image.Image]) -> Image.Image:
+    if path not in cache:
+        try:
+            cache[path] = load_rgb(path)
+        except ImageRejected as exc:
+            raise ImageRejected(exc.reason, f"{path}: {exc.detail}") from None
+    return cache[path]

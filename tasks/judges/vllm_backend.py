@@ -1,0 +1,211 @@
+"""HTTP judge: a vLLM server (or `unirain serve-judge`) through the OpenAI-compatible chat API.
+
+Each pair is one `/v1/chat/completions` request: the reference image, then the candidate (so the
+server's prefix cache reuses the reference across its candidates), then the question; one token,
+greedy, with the top-20 logprobs. `p_real` is computed from those logprobs.
+
+Faults never raise out of `judge()`: a timeout, a connection error, HTTP 429/5xx are retried with
+exponential backoff, then the pair gets an abstention carrying the error text; a 4xx or an answer
+without yes/no mass is an abstention at once (asking again gives the same answer). Only
+`check_endpoint()` raises, at stage start, naming the endpoint.
+
+Options (`models.judges[].options`): `base_url` (required, e.g. "http://127.0.0.1:8000/v1"),
+`served_model_name` (default: the ref's `name`), `api_key_env` (an environment variable) or
+`api_key_secret` (a Prefect Secret block name), `top_logprobs` (20, vLLM's default cap).
+Timeout, retries, backoff and concurrency come from the `vote:` section.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import io
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tasks.config import ModelRef, VoteConfig
+from tasks.imageio import ImageRejected, decode_rgb
+from tasks.judges.base import Judge, JudgeRequest, JudgeResult, JudgeUnavailable, register_judge, yes_no_masses
+from tasks.judges.prompt import judge_messages
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Sent as they are; anything else (16-bit, CMYK, TIFF, ...) is decoded and re-encoded as PNG.
+_PASSTHROUGH = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+_DATA_URL_CACHE = 64  # encoded images kept: references repeat across their candidates
+
+
+def resolve_api_key(options: dict[str, Any]) -> str | None:
+    """The API key from `api_key_env` or `api_key_secret`; errors name the source, never the value."""
+    env, secret = options.get("api_key_env"), options.get("api_key_secret")
+    if env and secret:
+        raise ValueError("judge options: give api_key_env or api_key_secret, not both")
+    if env:
+        value = os.environ.get(env)
+        if not value:
+            raise JudgeUnavailable(f"judge API key: environment variable {env} is not set")
+        return value
+    if secret:
+        try:
+            from prefect.blocks.system import Secret
+
+            return Secret.load(secret).get()
+        except Exception as exc:  # missing block, no API: say which block, not why in detail
+            raise JudgeUnavailable(f"judge API key: cannot load Prefect Secret block {secret!r} ({type(exc).__name__})") from None
+    return None
+
+
+def image_data_url(path: str | Path) -> str:
+    """A base64 data URL of the image; raises ImageRejected for a file that does not decode.
+
+    The file is decoded first (the same checks as every other stage) so the server never gets
+    garbage; 8-bit RGB JPEG/PNG/WebP travel as their own bytes, anything else as a new PNG.
+    """
+    try:
+        data = Path(path).read_bytes()
+        img = decode_rgb(data)
+    except OSError as exc:
+        raise ImageRejected("unreadable", f"{path}: {exc.strerror or exc}") from None
+    except ImageRejected as exc:
+        raise ImageRejected(exc.reason, f"{path}: {exc.detail}") from None
+    mime = _PASSTHROUGH.get(img.format or "")  # `to_rgb` returns RGB files unchanged, format kept
+    if mime is None:
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        data, mime = buf.getvalue(), "image/png"
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+@register_judge("vllm")
+class VLLMJudge(Judge):
+    def __init__(self, ref: ModelRef, vote: VoteConfig | None = None):
+        super().__init__(ref, vote)
+        opts = ref.options
+        if not opts.get("base_url"):
+            raise ValueError(f"judge {ref.name!r} (backend vllm): options.base_url is required, e.g. http://127.0.0.1:8000/v1")
+        self.base_url = str(opts["base_url"]).rstrip("/")
+        self.served_model = str(opts.get("served_model_name") or ref.name)
+        self.top_logprobs = int(opts.get("top_logprobs", 20))
+        self._api_key = resolve_api_key(opts)
+        self._urls: OrderedDict[str, str] = OrderedDict()
+        self._urls_lock = threading.Lock()  # payloads are built in worker threads
+
+    # --- requests -----------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    def _data_url(self, path: str) -> str:
+        with self._urls_lock:
+            url = self._urls.get(path)
+            if url is not None:
+                self._urls.move_to_end(path)
+                return url
+        url = image_data_url(path)
+        with self._urls_lock:
+            self._urls[path] = url
+            if len(self._urls) > _DATA_URL_CACHE:
+                self._urls.popitem(last=False)
+        return url
+
+    def payload(self, req: JudgeRequest) -> dict[str, Any]:
+        def part(path: str) -> dict[str, Any]:
+            return {"type": "image_url", "image_url": {"url": self._data_url(path)}}
+
+        return {
+            "model": self.served_model,
+            "messages": judge_messages(part(req.ref_path), part(req.cand_path)),
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": True,
+            "top_logprobs": self.top_logprobs,
+        }
+
+    # --- start-up check ---------------------------------------------------------------------
+
+    def check_endpoint(self) -> None:
+        """Fail fast, naming the endpoint, when the server is unreachable or does not serve the model."""
+        url = f"{self.base_url}/models"
+        try:
+            resp = httpx.get(url, headers=self._headers(), timeout=min(self.vote.timeout_s, 10.0))
+        except httpx.HTTPError as exc:
+            raise JudgeUnavailable(f"judge server {self.base_url} is unreachable ({type(exc).__name__}: {exc})") from None
+        if resp.status_code in (401, 403):
+            raise JudgeUnavailable(f"judge server {self.base_url} refused the API key (HTTP {resp.status_code})")
+        if resp.status_code != 200:
+            raise JudgeUnavailable(f"judge server {self.base_url}: GET /models returned HTTP {resp.status_code}: {resp.text[:200]}")
+        try:
+            served = [m["id"] for m in resp.json()["data"]]
+        except Exception:
+            raise JudgeUnavailable(f"judge server {self.base_url}: GET /models is not an OpenAI model list") from None
+        if self.served_model not in served:
+            raise JudgeUnavailable(f"judge server {self.base_url} does not serve {self.served_model!r} (it serves {served})")
+
+    check = check_endpoint
+
+    # --- judging ----------------------------------------------------------------------------
+
+    def judge(self, pairs: list[JudgeRequest]) -> list[JudgeResult]:
+        return _run_sync(self.ajudge(pairs))
+
+    async def ajudge(self, pairs: list[JudgeRequest]) -> list[JudgeResult]:
+        n = self.vote.max_concurrency
+        sem = asyncio.Semaphore(n)
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        timeout = httpx.Timeout(self.vote.timeout_s)
+        async with httpx.AsyncClient(headers=self._headers(), timeout=timeout, limits=limits) as client:
+            return list(await asyncio.gather(*(self._one(client, sem, req) for req in pairs)))
+
+    async def _one(self, client: httpx.AsyncClient, sem: asyncio.Semaphore, req: JudgeRequest) -> JudgeResult:
+        async with sem:  # also bounds how many encoded images are held at once
+            try:
+                payload = await asyncio.to_thread(self.payload, req)
+            except ImageRejected as exc:
+                return JudgeResult.failed(f"unreadable image: {exc.detail}")
+            url = f"{self.base_url}/chat/completions"
+            attempts = self.vote.retries + 1
+            error = ""
+            for attempt in range(attempts):
+                if attempt:
+                    await asyncio.sleep(self.vote.backoff_s * 2 ** (attempt - 1))
+                try:
+                    resp = await client.post(url, json=payload)
+                except httpx.TimeoutException:
+                    error = f"timeout after {self.vote.timeout_s:g} s"
+                    continue
+                except httpx.TransportError as exc:
+                    error = f"connection error: {type(exc).__name__}: {exc}"
+                    continue
+                if resp.status_code == 200:
+                    return parse_chat_completion(resp)
+                error = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                if resp.status_code not in RETRY_STATUSES:
+                    return JudgeResult.failed(f"{url}: {error}")  # the request itself is wrong
+            return JudgeResult.failed(f"{url}: {error} (after {attempts} attempts)")
+
+
+def parse_chat_completion(resp: httpx.Response) -> JudgeResult:
+    """p_real from `choices[0].logprobs.content[0].top_logprobs` of an OpenAI chat completion."""
+    try:
+        first = resp.json()["choices"][0]["logprobs"]["content"][0]
+        entries = [(t["token"], float(t["logprob"])) for t in first.get("top_logprobs") or []]
+        if not entries:  # a server that returns only the chosen token
+            entries = [(first["token"], float(first["logprob"]))]
+    except Exception as exc:
+        return JudgeResult.failed(f"unparsable answer ({type(exc).__name__}: {exc}): {resp.text[:200]}")
+    p_yes, p_no = yes_no_masses(entries)
+    return JudgeResult.from_masses(p_yes, p_no, detail="top tokens: " + ", ".join(repr(t) for t, _ in entries[:5]))
+
+
+def _run_sync(coro):
+    """Run a coroutine from sync code, also when the caller already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
