@@ -49,7 +49,7 @@ def streak_field(shape: tuple[int, int], rng: np.random.Generator, r: StreakRang
     black = uniform(rng, r.black)
     total = np.zeros(shape, np.float32)
     for i in range(n):
-        depth = 1.0 if n == 1 else i / (n - 1)  # 0 = farthest, 1 = nearest
+        depth = 0.6 if n == 1 else i / (n - 1)  # 0 = farthest, 1 = nearest; a lone layer sits between
         length = max(MIN_LENGTH, near_len * (0.45 + 0.55 * depth))
         sigma = 0.35 + (near_width - 0.35) * depth
         density = far_density * (1.0 - 0.75 * depth)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PNG_LEVEL = 6
+PNG_LEVEL = 1  # zlib level 1: 3x faster than 6 for ~6% larger files (measured on 256x256 rain images)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
