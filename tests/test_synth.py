@@ -109,6 +109,18 @@ def test_parse_size_refuses(text):
         parse_size(text)
 
 
+def test_bad_arguments_fail_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="unknown rain type"):
+        synthesize_paired(tmp_path, 1, rain_types=["snow"], size=SIZE)
+    with pytest.raises(ValueError, match="seed"):
+        synthesize_gallery(tmp_path, 1, seed=-1, size=SIZE)
+    with pytest.raises(ValueError, match="between 64"):
+        synthesize_paired(tmp_path, 1, size=(32, 64))
+    with pytest.raises(ValueError, match="per_type"):
+        synthesize_paired(tmp_path, 0, size=SIZE)
+    assert not any(tmp_path.iterdir())
+
+
 # ---- clean images -----------------------------------------------------------------------------
 
 def test_builtin_photos_all_load():

@@ -110,6 +110,8 @@ def add_drops(img: np.ndarray, rng: np.random.Generator, r: DropRanges, light: n
     view = blur(img, uniform(rng, r.inner_blur) * scale)
 
     ys, xs = np.nonzero(rho < 1.05)
+    if ys.size == 0:
+        return img
     p = rho[ys, xs]
     cy, cx, rad = cy_map[ys, xs], cx_map[ys, xs], rad_map[ys, xs]
     u, v = (xs - cx) / rad, (ys - cy) / rad

@@ -42,9 +42,13 @@ def check_size(size: tuple[int, int]) -> None:
         raise ValueError(f"size {size[0]}x{size[1]}: each side must be between {MIN_SIDE} and {MAX_SIDE} px")
 
 
+def check_seed(seed: int) -> None:
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+
+
 def image_rng(seed: int, profile: str, rain_type: str, index: int) -> np.random.Generator:
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    check_seed(seed)
     return np.random.default_rng([seed, PROFILES.index(profile), RAIN_TYPES.index(rain_type), index])
 
 
@@ -72,6 +76,10 @@ def synthesize_paired(out: str | Path, per_type: int, seed: int = 0, clean_dir: 
     """Write ``OUT/{drs,drd,nrs,nrd}/{input,target}/NAME.png``, ``per_type`` pairs of each rain type."""
     if per_type < 1:
         raise ValueError(f"per_type must be >= 1, got {per_type}")
+    rain_types = list(rain_types)
+    if unknown := [t for t in rain_types if t not in RAIN_TYPES]:
+        raise ValueError(f"unknown rain type(s) {unknown}; expected some of {RAIN_TYPES}")
+    check_seed(seed)
     check_size(size)
     source = CleanSource(clean_dir)
     out = Path(out)
@@ -102,6 +110,7 @@ def synthesize_gallery(out: str | Path, n: int, seed: int = 0, clean_dir: str | 
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    check_seed(seed)
     check_size(size)
     source = CleanSource(clean_dir)
     out = Path(out)
