@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "flows.commands.inspect",
     "flows.commands.models",
     "flows.commands.serve_judge",
+    "flows.commands.train",
 ]
 
 

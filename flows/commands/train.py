@@ -1,0 +1,123 @@
+"""`unirain train`, `unirain evaluate` and `unirain derain`: the derainer's commands."""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train (or resume) the MoE derainer on a run's distilled or candidate pairs",
+        description="Train the derainer with the train: section of a run config. Rerunning the same command "
+                    "resumes from RUN/checkpoints/latest.json and stops at the same total iteration. Under "
+                    "torchrun (WORLD_SIZE > 1) every process runs this command and DDP is used.")
+    p.add_argument("--config", required=True, help="run config YAML (its train: section)")
+    p.add_argument("--run", required=True, help="run folder: checkpoints/, reports/, tensorboard/ go here")
+    p.add_argument("--manifest", help="training pairs: a manifest folder or a folder in the paper layout "
+                                      "(default: RUN/manifests/distilled, else RUN/manifests/candidates)")
+    p.add_argument("--iters", type=int, help="total iterations (overrides train.iters)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides train.device)")
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser(
+        "evaluate", help="PSNR/SSIM (RGB and Y) of a checkpoint per test set and rain type",
+        description="Score whole test images (reflect-padded, never cropped). Writes OUT.csv, OUT.json and "
+                    "OUT.images.csv and prints the table.")
+    e.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint, a checkpoints folder or a run folder")
+    e.add_argument("--data", action="append", default=[], metavar="DIR",
+                   help="test folder in the paper layout {drs,drd,nrs,nrd}/{input,target}; repeatable")
+    e.add_argument("--manifest", action="append", default=[], metavar="M", help="test manifest folder; repeatable")
+    e.add_argument("--out", help="report path (default: the checkpoint's RUN/reports/evaluation)")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--crop-border", type=int, default=0)
+    e.add_argument("--tile", type=int, help="tile size for very large images (default: whole images)")
+    e.add_argument("--tile-overlap", type=int, default=32)
+    e.add_argument("--save-images", metavar="DIR", help="also write the derained test images here")
+    e.set_defaults(func=run_evaluate)
+
+    d = sub.add_parser(
+        "derain", help="derain an image or a folder of images with a checkpoint",
+        description="Outputs have the input's size. Large images go through overlapping tiles blended without "
+                    "seams. A bad image is reported and skipped (exit status 1), the rest are written.")
+    d.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint, a checkpoints folder or a run folder")
+    d.add_argument("input", help="an image file or a folder (searched recursively)")
+    d.add_argument("output", help="output file (for a file input) or folder (PNG, same relative names)")
+    d.add_argument("--tile", type=int, default=256, help="tile size; 0 = whole images (default 256)")
+    d.add_argument("--tile-overlap", type=int, default=32)
+    d.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
+    d.add_argument("--device", default="auto")
+    d.set_defaults(func=run_derain)
+
+
+def _user_errors():
+    from unirain_model.checkpoint import CheckpointError
+    from unirain_model.config import ConfigError
+    from unirain_model.data import DataError
+
+    return (ConfigError, DataError, CheckpointError, FileNotFoundError)
+
+
+def run_train(args) -> int:
+    from ..cli import UserError
+
+    errors = _user_errors()
+    try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Under torchrun every rank trains; the Prefect flow (one API per process) is left out.
+            from unirain_model.config import load_train_config
+            from unirain_model.trainer import train
+
+            from ..train import training_data
+
+            cfg = load_train_config(args.config, iters=args.iters, device=args.device)
+            result = train(cfg, args.run, training_data(args.run, args.manifest))
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(f"train: iteration {result.iteration}/{cfg.iters}, checkpoint {result.checkpoint}")
+            return 0
+        from ..train import train_flow
+
+        train_flow(run=args.run, config=args.config, manifest=args.manifest, iters=args.iters, device=args.device)
+    except errors as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def run_evaluate(args) -> int:
+    from ..cli import UserError
+
+    if not args.data and not args.manifest:
+        raise UserError("give at least one --data DIR or --manifest M")
+    from unirain_model.evaluation import evaluate_checkpoint, format_table, write_reports
+
+    from ..evaluate import default_report_path
+
+    try:
+        summary, per_image, meta = evaluate_checkpoint(
+            args.checkpoint, data=args.data, manifests=args.manifest, device=args.device,
+            crop_border=args.crop_border, tile=args.tile, tile_overlap=args.tile_overlap, save_dir=args.save_images)
+    except _user_errors() as exc:
+        raise UserError(str(exc)) from None
+    out = args.out or default_report_path(None, meta["path"])
+    paths = write_reports(summary, per_image, out, meta={"checkpoint": meta["path"], "iteration": meta["iteration"]})
+    print(format_table(summary))
+    print("reports: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def run_derain(args) -> int:
+    from ..cli import UserError
+
+    from unirain_model.checkpoint import load_model
+    from unirain_model.inference import derain_paths
+    from unirain_model.trainer import resolve_device
+
+    try:
+        model, _ = load_model(args.checkpoint, resolve_device(args.device))
+        written, failed = derain_paths(model, args.input, args.output, tile=args.tile or None,
+                                       overlap=args.tile_overlap, batch=args.batch)
+    except (*_user_errors(), ValueError) as exc:
+        raise UserError(str(exc)) from None
+    print(f"derain: wrote {len(written)} image(s)" + (f", skipped {len(failed)}" if failed else ""))
+    for path, reason in failed:
+        print(f"  skipped {path}: {reason}", file=sys.stderr)
+    return 1 if failed else 0

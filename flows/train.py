@@ -1,0 +1,82 @@
+"""The `train` flow: train the derainer on a run's distilled (or candidate) pairs.
+
+Thin: resolve the config and data, run `unirain_model.trainer.train`, and mirror its progress in a
+Prefect progress artifact; the per-type validation losses and weights land in
+`RUN/reports/training_history.{csv,png}` and a table artifact.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+
+from data_manifests import RunLayout, shard_files
+
+from .artifacts import artifact_key, publish_table
+
+
+def training_data(run: str | Path, manifest: str | Path | None = None) -> Path:
+    """`manifest` when given, else RUN/manifests/distilled when it holds shards, else candidates."""
+    if manifest:
+        return Path(manifest)
+    layout = RunLayout.at(run)
+    distilled = layout.manifest("distilled")
+    return distilled if shard_files(distilled) else layout.manifest("candidates")
+
+
+class _Progress:
+    """Progress callback → Prefect progress artifact, at most one API call every `every_s` seconds."""
+
+    def __init__(self, artifact_id, every_s: float = 2.0):
+        self.artifact_id, self.every_s, self.last = artifact_id, every_s, 0.0
+
+    def __call__(self, it: int, total: int, info: dict) -> None:
+        now = time.monotonic()
+        if it == total or now - self.last >= self.every_s:
+            self.last = now
+            desc = f"iteration {it}/{total}, loss {info.get('loss', float('nan')):.4f}"
+            if "weights" in info:
+                desc += ", weights " + ", ".join(f"{k}={v:.3f}" for k, v in info["weights"].items())
+            update_progress_artifact(self.artifact_id, progress=100.0 * it / total, description=desc)
+
+
+@flow(name="train", log_prints=True)
+def train_flow(run: str, config: str, manifest: str | None = None, iters: int | None = None,
+               device: str | None = None) -> dict:
+    """Train (or resume training) the derainer of run folder `run` with the `train:` section of `config`.
+
+    run: the run folder (checkpoints, reports and TensorBoard logs go inside it).
+    config: run config YAML; its `train:` section names the model config and the schedule.
+    manifest: training pairs (a manifest folder or a paper-layout folder); default: the run's distilled
+        manifest, or its candidates before voting exists.
+    iters: total iterations, overriding the config (a resumed run stops there too).
+    device: auto, cpu, cuda or cuda:N, overriding the config.
+    """
+    from unirain_model.config import load_train_config
+    from unirain_model.trainer import train
+
+    cfg = load_train_config(config, iters=iters, device=device)
+    layout = RunLayout.at(run).create()
+    data = training_data(run, manifest)
+    artifact_id = create_progress_artifact(progress=0.0, key=artifact_key(layout, "training-progress"),
+                                           description=f"training {layout.root.name} on {data}")
+    result = train(cfg, layout.root, data, progress=_Progress(artifact_id))
+    update_progress_artifact(artifact_id, progress=100.0, description=f"done: iteration {result.iteration}")
+    if result.history:
+        import pandas as pd
+
+        publish_table(layout, "training-history", pd.DataFrame(result.history).tail(50),
+                      "Per-type validation L1/PSNR, CoBa TBS/TSS/AF and training weights per evaluation")
+    create_markdown_artifact(
+        key=artifact_key(layout, "training-report"),
+        markdown=(f"# Training\n\nCheckpoint: `{result.checkpoint}` (iteration {result.iteration} of {cfg.iters}, "
+                  f"resumed from {result.resumed_from})\n\nRain types: {', '.join(result.types)}\n\n"
+                  f"History: `{layout.reports / 'training_history.csv'}`, chart: `{layout.reports / 'training_history.png'}`\n\n"
+                  f"TensorBoard: `tensorboard --logdir {layout.root / 'tensorboard'}`\n"),
+        description="Where the training outputs are",
+    )
+    print(f"train: iteration {result.iteration}/{cfg.iters}, checkpoint {result.checkpoint}")
+    return {"checkpoint": str(result.checkpoint) if result.checkpoint else None, "iteration": result.iteration,
+            "types": result.types}

@@ -1,0 +1,154 @@
+"""The `train:` and `evaluate:` sections of a run config (pydantic, unknown keys refused).
+
+Errors name the dotted key (`train.reweighting.tau: ...`). `model` is a path to a model YAML
+(relative to the run config's folder, then to the working directory / repository root) or an
+inline mapping with `type`. Paper defaults: AdamW 2e-4, batch 8, 128² crops, 300k iterations,
+CoBa with history 10, τ = 5, 20 warm-up evaluations, floor 0.1 (the authors' training script).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A train/evaluate config that cannot be used; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReweightingConfig(_Section):
+    kind: Literal["coba", "uniform"] = "coba"
+    history: int = Field(10, ge=1, description="validation losses (and slopes) CoBa looks back over")
+    tau: float = Field(5.0, gt=0, description="temperature of the divergence factor AF")
+    warmup_evals: int = Field(20, ge=0, description="evaluations with uniform weights before CoBa starts")
+    min_weight: float = Field(0.1, ge=0, le=0.25, description="floor per type (min_weight·N <= 1)")
+
+
+class TrainConfig(_Section):
+    model: str | dict[str, Any] = Field("configs/model/unirain-s.yaml", description="model YAML path or inline mapping")
+    iters: int = Field(300_000, ge=1, description="total iterations (a resumed run ends here too)")
+    batch_size: int = Field(8, ge=1, description="per process")
+    crop: int = Field(128, ge=8)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    warmup_iters: int = Field(3000, ge=0, description="linear warm-up; clipped to iters")
+    min_lr: float = Field(0.0, ge=0, description="cosine floor")
+    aux_weight: float = Field(0.01, ge=0, description="weight of the Hard-MoE load-balancing loss")
+    grad_clip: float | None = Field(None, gt=0)
+    eval_every: int = Field(1000, ge=1, description="iterations between per-type validations")
+    val_fraction: float = Field(0.05, gt=0, lt=1)
+    val_crop: int | None = Field(128, ge=8, description="centre crop for the validation loss; null = whole images")
+    val_max_per_type: int | None = Field(64, ge=1)
+    reweighting: ReweightingConfig = ReweightingConfig()
+    num_workers: int = Field(2, ge=0)
+    seed: int = 0
+    amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    log_every: int = Field(50, ge=1)
+    ckpt_every: int = Field(1000, ge=1)
+    keep_checkpoints: int = Field(3, ge=1, description="newest checkpoints kept on disk")
+
+
+class EvalConfig(_Section):
+    data: list[str] = Field(default_factory=list, description="test folders in the paper layout (one test set each)")
+    manifests: list[str] = Field(default_factory=list, description="test manifests (one test set per source)")
+    crop_border: int = Field(0, ge=0)
+    tile: int | None = Field(None, ge=16, description="tile size for large test images; null = whole images")
+    tile_overlap: int = Field(32, ge=0)
+    device: str = "auto"
+    save_images: bool = False
+
+
+def _format(exc: ValidationError, prefix: str) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        parts.append(f"{key}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_train_config(data: dict[str, Any] | None, origin: str = "config") -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {_format(exc, 'train')}") from None
+
+
+def parse_eval_config(data: dict[str, Any] | None, origin: str = "config") -> EvalConfig:
+    try:
+        return EvalConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {_format(exc, 'evaluate')}") from None
+
+
+def load_run_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """`train:` of a run config, with overrides (None values ignored), model path resolved."""
+    path = Path(path)
+    data = load_run_yaml(path)
+    section = data.get("train") or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: train: must be a mapping")
+    section = {**section, **{k: v for k, v in overrides.items() if v is not None}}
+    cfg = parse_train_config(section, origin=str(path))
+    if isinstance(cfg.model, str):
+        cfg = cfg.model_copy(update={"model": str(resolve_model_path(cfg.model, path.parent))})
+    return cfg
+
+
+def load_eval_config(path: str | Path | None, **overrides: Any) -> EvalConfig:
+    """`evaluate:` of a run config (test folders resolved from the config's folder), with overrides."""
+    data = dict((load_run_yaml(path).get("evaluate") or {}) if path else {})
+    base = Path(path).parent if path else Path.cwd()
+    for key in ("data", "manifests"):
+        if isinstance(data.get(key), list):
+            data[key] = [str(base / p) if not Path(p).is_absolute() and (base / p).exists() else p for p in data[key]]
+    return parse_eval_config({**data, **{k: v for k, v in overrides.items() if v is not None}}, str(path or "evaluate"))
+
+
+def resolve_model_path(ref: str, config_dir: Path | None = None) -> Path:
+    """A model YAML path: as given (absolute or from the working directory), next to the run
+    config, or from the repository root."""
+    candidates = [Path(ref)]
+    if config_dir is not None:
+        candidates.append(config_dir / ref)
+    candidates.append(REPO_ROOT / ref)
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise ConfigError(f"train.model: model config not found: {ref} (looked in {', '.join(str(c) for c in candidates)})")
+
+
+def model_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The model mapping for `build_model`, from a path or inline."""
+    from unirain_model.archs import load_model_config
+
+    if isinstance(cfg.model, dict):
+        if "type" not in cfg.model:
+            raise ConfigError("train.model: an inline model needs a 'type'")
+        return dict(cfg.model)
+    try:
+        return load_model_config(resolve_model_path(cfg.model))
+    except ValueError as exc:
+        raise ConfigError(f"train.model: {exc}") from None

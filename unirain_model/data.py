@@ -1,0 +1,323 @@
+"""Training and validation data for the derainer, from a manifest or a folder in the paper's layout.
+
+Pairs come from either
+- a manifest folder (Parquet: `pair_id, source, rain_type, rainy_path, clean_path, width, height`,
+  e.g. `RUN/manifests/distilled` or `RUN/manifests/candidates`), or
+- a folder `DIR/{drs,drd,nrs,nrd}/{input,target}/NAME.ext` (pairs by file name, type by folder).
+
+Training samples are a pure function of (seed, global sample index): the index fixes the rain type
+(round-robin over the types present, so every batch is type-balanced), the pair, the crop and the
+flip/rotation. A resumed run therefore sees exactly the batches an uninterrupted run would, with no
+sampler state to save, and DDP ranks take disjoint index ranges.
+
+A pair whose images cannot be read (or whose sizes differ) is skipped with one warning, never a crash.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from data_manifests import RAIN_TYPE_FOLDERS, RAIN_TYPES, pair_id
+
+log = logging.getLogger(__name__)
+
+FOLDER_TO_TYPE = {folder: rain_type for rain_type, folder in RAIN_TYPE_FOLDERS.items()}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+MANIFEST_COLUMNS = ("pair_id", "source", "rain_type", "rainy_path", "clean_path")
+
+
+class DataError(ValueError):
+    """Training/evaluation data that cannot be used at all (missing, empty, wrong columns)."""
+
+
+class BadImage(Exception):
+    """One pair that cannot be used; callers skip it with a warning."""
+
+
+# ----------------------------------------------------------------------------- pair tables
+def read_pairs(path: str | Path, source: str | None = None) -> pd.DataFrame:
+    """Pairs from a manifest folder or a paper-layout folder, one row per pair.
+
+    Columns: pair_id, source, rain_type, rainy_path, clean_path (paths as strings).
+    Raises DataError with a clear message when nothing usable is there.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data not found: {path}")
+    if path.is_dir() and any(path.glob("*.parquet")):
+        return _read_manifest(path)
+    if path.is_dir() and any((path / f).is_dir() for f in FOLDER_TO_TYPE):
+        return _read_paper_folder(path, source or path.name)
+    if path.is_dir():
+        raise DataError(
+            f"{path}: neither a manifest folder (no *.parquet) nor a folder in the paper layout "
+            f"({'/'.join(FOLDER_TO_TYPE)}/{{input,target}}) — is the manifest empty?"
+        )
+    raise DataError(f"{path}: expected a folder (a manifest or the paper layout)")
+
+
+def _read_manifest(folder: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(folder)
+    except Exception as exc:  # pyarrow raises many types for broken folders
+        raise DataError(f"{folder}: cannot read the manifest: {exc}") from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"{folder}: manifest lacks columns {missing}")
+    if frame.empty:
+        raise DataError(f"{folder}: the manifest is empty (no pairs to train or evaluate on)")
+    unknown = sorted(set(frame["rain_type"]) - set(RAIN_TYPES))
+    if unknown:
+        warnings.warn(f"{folder}: ignoring rows with unknown rain_type {unknown}", stacklevel=2)
+        frame = frame[frame["rain_type"].isin(RAIN_TYPES)]
+    frame = frame.loc[:, list(MANIFEST_COLUMNS)].astype({"rainy_path": str, "clean_path": str})
+    return frame.drop_duplicates("pair_id").sort_values("pair_id").reset_index(drop=True)
+
+
+def _pair_digest(rainy: Path, clean: Path) -> str:
+    """pair_id from the files' bytes, as ingest computes it (blake2b via data_manifests)."""
+    def digest(p: Path) -> str:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(p.read_bytes())
+        return h.hexdigest()
+
+    return pair_id(digest(rainy), digest(clean))
+
+
+def _read_paper_folder(root: Path, source: str) -> pd.DataFrame:
+    rows = []
+    for folder, rain_type in FOLDER_TO_TYPE.items():
+        inputs = root / folder / "input"
+        if not inputs.is_dir():
+            continue
+        for rainy in sorted(inputs.iterdir()):
+            if rainy.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            clean = root / folder / "target" / rainy.name
+            if not clean.is_file():
+                warnings.warn(f"{rainy}: no target {clean.name} beside it; skipped", stacklevel=2)
+                continue
+            try:
+                pid = _pair_digest(rainy, clean)
+            except OSError as exc:
+                warnings.warn(f"{rainy}: unreadable ({exc}); skipped", stacklevel=2)
+                continue
+            rows.append((pid, source, rain_type, str(rainy), str(clean)))
+    if not rows:
+        raise DataError(f"{root}: no image pairs in {'/'.join(FOLDER_TO_TYPE)}/{{input,target}}")
+    frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    return frame.drop_duplicates("pair_id").sort_values("pair_id").reset_index(drop=True)
+
+
+def _unit_hash(key: str) -> float:
+    """A stable number in [0, 1) per id: the same split on every machine and run."""
+    return int(hashlib.blake2b(f"val:{key}".encode(), digest_size=8).hexdigest(), 16) / 2**64
+
+
+def split_train_val(pairs: pd.DataFrame, val_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Held-out validation split by a stable hash of pair_id.
+
+    Each type with at least two pairs gets at least one validation pair (CoBa needs a loss for every
+    type); a type with a single pair uses it for both, with a warning.
+    """
+    h = pairs["pair_id"].map(_unit_hash)
+    is_val = h < val_fraction
+    for rain_type, idx in pairs.groupby("rain_type").groups.items():
+        if is_val[idx].any() and not is_val[idx].all():
+            continue
+        if len(idx) == 1:
+            warnings.warn(f"rain type {rain_type} has one pair: used for training and validation", stacklevel=2)
+            is_val[idx] = False
+            continue
+        order = h[idx].sort_values().index
+        if is_val[idx].all():  # keep at least one for training
+            is_val[order[-1]] = False
+        else:
+            is_val[order[0]] = True
+    train = pairs[~is_val].reset_index(drop=True)
+    val = pairs[is_val].reset_index(drop=True)
+    single = [t for t, n in pairs.groupby("rain_type").size().items() if n == 1]
+    if single:
+        val = pd.concat([val, pairs[pairs["rain_type"].isin(single)]]).reset_index(drop=True)
+    return train, val
+
+
+# ----------------------------------------------------------------------------- images
+def load_rgb(path: str | Path) -> np.ndarray:
+    """uint8 H×W×3 RGB; 16-bit, grayscale, palette, RGBA and CMYK converted. Raises BadImage."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img, dtype=np.float64)
+                scale = 255.0 / (65535.0 if arr.max() > 255 else 255.0)
+                return np.repeat(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        raise BadImage(f"{path}: {exc}") from None
+
+
+def load_pair(rainy: str, clean: str) -> tuple[np.ndarray, np.ndarray]:
+    a, b = load_rgb(rainy), load_rgb(clean)
+    if a.shape != b.shape:
+        raise BadImage(f"{rainy}: size {a.shape[1]}x{a.shape[0]} differs from its clean image {b.shape[1]}x{b.shape[0]}")
+    return a, b
+
+
+def pad_to(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Reflect-pad bottom/right up to at least h×w (numpy reflects repeatedly for tiny images)."""
+    ph, pw = max(0, h - img.shape[0]), max(0, w - img.shape[1])
+    if ph or pw:
+        img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect" if min(img.shape[:2]) > 1 else "edge")
+    return img
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
+
+
+# ----------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class TypeTable:
+    """Pairs grouped by rain type, in the fixed order of `types` (the types present)."""
+
+    types: tuple[str, ...]
+    pairs: tuple[tuple[tuple[str, str], ...], ...]  # per type: (rainy, clean) paths
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> "TypeTable":
+        types = tuple(t for t in RAIN_TYPES if (frame["rain_type"] == t).any())
+        pairs = tuple(
+            tuple(zip(frame.loc[frame["rain_type"] == t, "rainy_path"], frame.loc[frame["rain_type"] == t, "clean_path"]))
+            for t in types
+        )
+        return cls(types, pairs)
+
+
+class TrainCrops(Dataset):
+    """Item g: a random crop of a pair of type `types[g % N]`, seeded by (seed, g)."""
+
+    def __init__(self, table: TypeTable, crop: int, seed: int, max_tries: int = 20):
+        self.table, self.crop, self.seed, self.max_tries = table, crop, seed, max_tries
+        self._bad: set[str] = set()
+
+    def __len__(self) -> int:  # indices come from the sampler; any g is valid
+        return 2**62
+
+    def __getitem__(self, g: int):
+        t = g % len(self.table.types)
+        candidates = self.table.pairs[t]
+        rng = np.random.default_rng([self.seed, g])
+        for _ in range(self.max_tries):
+            rainy, clean = candidates[int(rng.integers(len(candidates)))]
+            if rainy in self._bad:
+                continue
+            try:
+                a, b = load_pair(rainy, clean)
+            except BadImage as exc:
+                self._bad.add(rainy)
+                warnings.warn(f"skipping a bad training pair: {exc}", stacklevel=2)
+                continue
+            a, b = self._crop_augment(a, b, rng)
+            return to_tensor(a), to_tensor(b), t
+        raise DataError(f"no readable pair of type {self.table.types[t]} after {self.max_tries} tries")
+
+    def _crop_augment(self, a: np.ndarray, b: np.ndarray, rng: np.random.Generator):
+        c = self.crop
+        a, b = pad_to(a, c, c), pad_to(b, c, c)
+        y = int(rng.integers(a.shape[0] - c + 1))
+        x = int(rng.integers(a.shape[1] - c + 1))
+        a, b = a[y : y + c, x : x + c], b[y : y + c, x : x + c]
+        k, flip = int(rng.integers(4)), bool(rng.integers(2))  # the 8 dihedral transforms
+        a, b = np.rot90(a, k), np.rot90(b, k)
+        if flip:
+            a, b = a[:, ::-1], b[:, ::-1]
+        return a, b
+
+
+class IndexRange(Sampler[int]):
+    """Global sample indices of iterations [start, stop) for one DDP rank."""
+
+    def __init__(self, start_iter: int, stop_iter: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        self.start, self.stop, self.batch, self.rank, self.world = start_iter, stop_iter, batch_size, rank, world_size
+
+    def __iter__(self):
+        for it in range(self.start, self.stop):
+            base = (it * self.world + self.rank) * self.batch
+            yield from range(base, base + self.batch)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start) * self.batch
+
+
+def train_loader(table: TypeTable, crop: int, batch_size: int, seed: int, start_iter: int, stop_iter: int,
+                 num_workers: int = 0, rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> DataLoader:
+    """Batches for iterations start_iter..stop_iter-1, identical whatever the start (resume)."""
+    return DataLoader(
+        TrainCrops(table, crop, seed),
+        batch_size=batch_size,
+        sampler=IndexRange(start_iter, stop_iter, batch_size, rank, world_size),
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=2 if num_workers else None,
+    )
+
+
+# ----------------------------------------------------------------------------- validation
+class ValImages(Dataset):
+    """Validation pairs of one type: centre crops of `crop` (reflect-padded when smaller) or, with
+    crop=None, whole images. Bad pairs yield None and are dropped by `collate_skip_bad`."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]], crop: int | None):
+        self.pairs, self.crop = list(pairs), crop
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        rainy, clean = self.pairs[i]
+        try:
+            a, b = load_pair(rainy, clean)
+        except BadImage as exc:
+            warnings.warn(f"skipping a bad validation pair: {exc}", stacklevel=2)
+            return None
+        if self.crop:
+            c = self.crop
+            a, b = pad_to(a, c, c), pad_to(b, c, c)
+            y, x = (a.shape[0] - c) // 2, (a.shape[1] - c) // 2
+            a, b = a[y : y + c, x : x + c], b[y : y + c, x : x + c]
+        return to_tensor(a), to_tensor(b)
+
+
+def collate_skip_bad(items: Iterable):
+    items = [it for it in items if it is not None]
+    if not items:
+        return None
+    return torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+
+
+def val_loaders(table: TypeTable, crop: int | None, batch_size: int, max_per_type: int | None = None,
+                num_workers: int = 0, rank: int = 0, world_size: int = 1) -> dict[str, DataLoader]:
+    """One loader per type (in `table.types` order); under DDP each rank takes every world-th pair."""
+    loaders = {}
+    for t, pairs in zip(table.types, table.pairs):
+        chosen = list(pairs[:max_per_type] if max_per_type else pairs)[rank::world_size]
+        loaders[t] = DataLoader(
+            ValImages(chosen, crop),
+            batch_size=batch_size if crop else 1,
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=collate_skip_bad,
+        )
+    return loaders

@@ -1,0 +1,377 @@
+"""Training loop of the derainer: AdamW, warm-up + cosine, type-weighted L1 + MoE aux loss, per-type
+validation feeding the reweighter (CoBa), AMP on CUDA, DDP under torchrun, resumable checkpoints.
+
+    result = train(cfg, run_dir="runs/r1", data="runs/r1/manifests/distilled")
+
+Resume: when `RUN/checkpoints/latest.json` exists, training continues from its iteration with the
+saved optimizer, scheduler, scaler, RNG and reweighter state; batches are a pure function of the
+global sample index (see `data.py`), so the resumed run ends where an uninterrupted one would.
+`cfg.iters` is the total. DDP: started by `torchrun` (WORLD_SIZE > 1), each rank takes its own slice
+of every iteration's samples, validation sums are all-reduced so every rank gets the same weights,
+and rank 0 alone writes checkpoints, TensorBoard and reports.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from unirain_model import checkpoint as ckpt
+from unirain_model.config import TrainConfig, model_config
+from unirain_model.data import DataError, TypeTable, read_pairs, split_train_val, train_loader, val_loaders
+from unirain_model.reweighting import build_reweighter, weighted_type_loss
+
+log = logging.getLogger(__name__)
+
+# progress(iteration, total, info): info has "loss", "lr" and, after an evaluation, "val_l1" and "weights".
+ProgressFn = Callable[[int, int, dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    checkpoint: Path | None
+    iteration: int
+    types: list[str]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int = 0
+
+
+# ----------------------------------------------------------------------------- small helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device: {name!r} requested but CUDA is not available")
+    return dev
+
+
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up over `warmup` steps, then cosine from 1 to `min_ratio` at `total`."""
+    warmup = min(warmup, total)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class _Dist:
+    """torchrun's environment: rank, world size, local device."""
+
+    def __init__(self, device_name: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = resolve_device(device_name)
+        self.enabled = self.world > 1
+        if self.enabled:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", self.local_rank)
+                torch.cuda.set_device(self.device)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            dist.all_reduce(t)
+        return t
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# ----------------------------------------------------------------------------- validation
+@torch.no_grad()
+def validate(model: torch.nn.Module, loaders: dict[str, Any], device: torch.device, autocast, ddp: _Dist) -> dict[str, dict[str, float]]:
+    """Mean per-sample L1 and PSNR per type (sums all-reduced across ranks)."""
+    was_training = model.training
+    model.eval()
+    out = {}
+    for rain_type, loader in loaders.items():
+        acc = torch.zeros(3, dtype=torch.float64, device=device)  # l1 sum, psnr sum, count
+        for batch in loader:
+            if batch is None:
+                continue
+            x, y = (t.to(device, non_blocking=True) for t in batch)
+            with autocast():
+                pred = model(x)
+            pred = pred.float().clamp(0, 1)
+            l1 = (pred - y).abs().flatten(1).mean(1)
+            mse = ((pred - y) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+            acc += torch.stack([l1.sum().double(), (10 * torch.log10(1.0 / mse)).sum().double(),
+                                torch.tensor(float(len(l1)), dtype=torch.float64, device=device)])
+        acc = ddp.all_sum(acc)
+        n = acc[2].item()
+        out[rain_type] = {"l1": acc[0].item() / n if n else float("nan"), "psnr": acc[1].item() / n if n else float("nan")}
+    model.train(was_training)
+    return out
+
+
+# ----------------------------------------------------------------------------- reports
+def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _read_history(path: Path, upto: int) -> list[dict[str, Any]]:
+    """Rows of an earlier run up to the resumed iteration (later rows belong to lost work)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(f)]
+    for r in rows:
+        r["iteration"] = int(r["iteration"])
+    return [r for r in rows if r["iteration"] <= upto]
+
+
+def plot_history(rows: list[dict[str, Any]], types: list[str], path: Path) -> Path | None:
+    """Per-type validation L1 and training weights over iterations, as a PNG."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = [r["iteration"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for t in types:
+        ax1.plot(its, [r.get(f"val_l1_{t}") for r in rows], marker=".", label=t)
+        ax2.plot(its, [r.get(f"weight_{t}") for r in rows], marker=".", label=t)
+    ax1.set(title="validation L1 per rain type", xlabel="iteration", ylabel="L1")
+    ax2.set(title="training weight per rain type", xlabel="iteration", ylabel="weight")
+    ax1.legend(fontsize=8)
+    ax2.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- training
+def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: ProgressFn | None = None,
+          show_progress_bar: bool = True) -> TrainResult:
+    run_dir = Path(run_dir)
+    ddp = _Dist(cfg.device)
+    device = ddp.device
+    ckpt_dir, reports = run_dir / "checkpoints", run_dir / "reports"
+
+    pairs = read_pairs(data)
+    train_pairs, val_pairs = split_train_val(pairs, cfg.val_fraction)
+    if train_pairs.empty:
+        raise DataError(f"{data}: no training pairs after the validation split")
+    train_table, val_table = TypeTable.from_frame(train_pairs), TypeTable.from_frame(val_pairs)
+    types = list(train_table.types)
+    if list(val_table.types) != types:
+        raise DataError(f"{data}: validation split lacks types {sorted(set(types) - set(val_table.types))}")
+    kind = cfg.reweighting.kind
+    if len(types) == 1:
+        warnings.warn(f"{data}: only one rain type ({types[0]}): training with uniform weights", stacklevel=2)
+        kind = "uniform"
+    rw = cfg.reweighting
+    reweighter = build_reweighter(kind, len(types), history=rw.history, tau=rw.tau,
+                                  warmup_evals=rw.warmup_evals, min_weight=rw.min_weight)
+    weights = np.full(len(types), 1.0 / len(types))
+
+    torch.manual_seed(cfg.seed)
+    from unirain_model.archs import build_model
+
+    mcfg = model_config(cfg)
+    model = build_model(mcfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    min_ratio = cfg.min_lr / cfg.lr
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg.iters, cfg.warmup_iters, min_ratio))
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    def autocast():
+        return torch.autocast("cuda", dtype=amp_dtype) if use_amp else nullcontext()
+
+    # ---- resume
+    start = 0
+    history: list[dict[str, Any]] = []
+    latest = ckpt.read_latest(ckpt_dir)
+    if latest:
+        state = ckpt.load_state(ckpt_dir / latest["state"])
+        meta = ckpt.read_metadata(ckpt_dir / latest["checkpoint"])
+        if list(state["types"]) != types:
+            raise DataError(f"{ckpt_dir}: checkpoint was trained on types {state['types']}, the data now has {types}; "
+                            "use a new run folder")
+        if meta["model_config"] != json.loads(json.dumps(mcfg)):
+            raise ValueError(f"{ckpt_dir}: checkpoint model config differs from train.model; use a new run folder")
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(ckpt_dir / latest["checkpoint"]), device="cpu"))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"]) if state.get("scaler") else None
+        reweighter.load_state_dict(state["reweighter"])
+        weights = np.asarray(state["weights"], dtype=np.float64)
+        _set_rng_state(state["rng"], device)
+        start = int(state["iteration"])
+        history = _read_history(reports / "training_history.csv", start)
+        if ddp.main:
+            log.info("resuming %s at iteration %d of %d", run_dir, start, cfg.iters)
+
+    net = model
+    if ddp.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    result = TrainResult(run_dir, ckpt.resolve_weights(ckpt_dir) if latest else None, start, types, history, start)
+    if start >= cfg.iters:
+        return result
+
+    writer = None
+    if ddp.main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1 if start else None)
+    vloaders = val_loaders(val_table, cfg.val_crop, cfg.batch_size, cfg.val_max_per_type, 0, ddp.rank, ddp.world)
+    loader = train_loader(train_table, cfg.crop, cfg.batch_size, cfg.seed, start, cfg.iters,
+                          cfg.num_workers, ddp.rank, ddp.world, pin_memory=device.type == "cuda")
+    bar = None
+    if ddp.main and show_progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.iters, initial=start, desc="train", unit="it", dynamic_ncols=True)
+
+    def save() -> Path:
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                 "rng": _rng_state(device), "reweighter": reweighter.state_dict(),
+                 "weights": [float(w) for w in weights], "types": types, "train_config": cfg.model_dump(mode="json")}
+        path = ckpt.save_checkpoint(ckpt_dir, model, mcfg, it, types, state, keep=cfg.keep_checkpoints)
+        _write_history(reports / "training_history.csv", history)
+        plot_history(history, types, reports / "training_history.png")
+        return path
+
+    it = start
+    t0, loss_sum, loss_n = time.perf_counter(), torch.zeros((), device=device), 0
+    net.train()
+    try:
+        for x, y, type_idx in loader:
+            x, y, type_idx = x.to(device, non_blocking=True), y.to(device, non_blocking=True), type_idx.to(device)
+            with autocast():
+                pred = net(x)
+                aux = model.aux_loss()
+            per_sample = (pred.float() - y).abs().flatten(1).mean(1)
+            loss = weighted_type_loss(per_sample, type_idx, weights) + cfg.aux_weight * aux.float()
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            it += 1
+            loss_sum += loss.detach()  # a device tensor: no host sync per step
+            loss_n += 1
+            info: dict[str, Any] = {}
+            if it % cfg.log_every == 0 or it == cfg.iters:
+                lr = optimizer.param_groups[0]["lr"]
+                info = {"loss": float(loss_sum) / loss_n, "lr": lr, "aux": float(aux), "it_per_s": loss_n / (time.perf_counter() - t0)}
+                if writer:
+                    writer.add_scalar("train/loss", info["loss"], it)
+                    writer.add_scalar("train/aux_loss", info["aux"], it)
+                    writer.add_scalar("train/lr", lr, it)
+                if bar:
+                    bar.set_postfix(loss=f"{info['loss']:.4f}", lr=f"{lr:.2e}")
+                t0, loss_sum, loss_n = time.perf_counter(), torch.zeros((), device=device), 0
+            if it % cfg.eval_every == 0 or it == cfg.iters:
+                val = validate(net, vloaders, device, autocast, ddp)
+                losses = np.array([val[t]["l1"] for t in types])
+                if np.all(np.isfinite(losses)):
+                    weights = reweighter.update(losses)
+                else:
+                    warnings.warn(f"iteration {it}: no readable validation pair for some type; weights kept", stacklevel=2)
+                row = _history_row(it, types, val, weights, reweighter)
+                history.append(row)
+                info.update({"val_l1": {t: val[t]["l1"] for t in types}, "weights": dict(zip(types, weights.tolist()))})
+                if writer:
+                    _log_eval(writer, it, row, types)
+                if ddp.main:
+                    _write_history(reports / "training_history.csv", history)
+            if (it % cfg.ckpt_every == 0 or it == cfg.iters) and ddp.main:
+                result.checkpoint = save()
+            ddp.barrier() if it % cfg.ckpt_every == 0 else None
+            if bar:
+                bar.update(1)
+            if info and progress and ddp.main:
+                progress(it, cfg.iters, info)
+    finally:
+        if bar:
+            bar.close()
+        if writer:
+            writer.close()
+    result.iteration = it
+    result.history = history
+    return result
+
+
+def _history_row(it: int, types: list[str], val: dict, weights: np.ndarray, reweighter) -> dict[str, Any]:
+    row: dict[str, Any] = {"iteration": it}
+    for i, t in enumerate(types):
+        row[f"val_l1_{t}"] = val[t]["l1"]
+        row[f"val_psnr_{t}"] = val[t]["psnr"]
+        row[f"weight_{t}"] = float(weights[i])
+    tbs, tss, af = getattr(reweighter, "last_tbs", None), getattr(reweighter, "last_tss", None), getattr(reweighter, "last_af", None)
+    for i, t in enumerate(types):
+        row[f"tbs_{t}"] = None if tbs is None else float(tbs[i])
+        row[f"tss_{t}"] = None if tss is None else float(tss[i])
+    row["af"] = af
+    return row
+
+
+def _log_eval(writer, it: int, row: dict[str, Any], types: list[str]) -> None:
+    for t in types:
+        for key, tag in (("val_l1", "val_l1"), ("val_psnr", "val_psnr"), ("weight", "weights"), ("tbs", "coba/tbs"), ("tss", "coba/tss")):
+            v = row.get(f"{key}_{t}")
+            if v is not None and np.isfinite(v):
+                writer.add_scalar(f"{tag}/{t}", v, it)
+    if row.get("af") is not None:
+        writer.add_scalar("coba/af", row["af"], it)
