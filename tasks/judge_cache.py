@@ -1,0 +1,121 @@
+"""The judge answer cache: a resumed or repeated run never asks a model the same question twice.
+
+One SQLite database, `RUN/cache/judges/answers.sqlite`, in WAL mode with `synchronous=FULL`: a
+commit survives `kill -9` and power loss, a crash mid-commit leaves the database as it was before
+it, and readers never block the writer. A question is the key (judge `model_id`, `PROMPT_VERSION`,
+reference id, candidate pair id); ids are content hashes, so the key names the exact images.
+
+Append-only: `INSERT OR IGNORE`, nothing is ever updated, so the first final answer to a question
+is the answer for the life of the run. Only *final* answers go in (see `is_final`): a `p_real`, or
+an answer without any yes/no mass (asking again gives the same logits). Timeouts, connection errors,
+HTTP 5xx and unreadable images are transient: not cached, asked again by the next run.
+
+Several shard tasks (threads or local processes) may share the file; SQLite's locking serialises
+their short write transactions. Keep RUN/cache on a local disk or a filesystem with working POSIX
+locks (SQLite over NFS is unsafe).
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from data_manifests import RunLayout
+from tasks.judges.base import NO_MASS, JudgeResult
+
+Key = tuple[str, str]  # (ref_id, cand_id)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    model_id TEXT NOT NULL,
+    prompt_version TEXT NOT NULL,
+    ref_id TEXT NOT NULL,
+    cand_id TEXT NOT NULL,
+    p_real REAL,
+    p_yes REAL,
+    p_no REAL,
+    error TEXT,
+    created REAL NOT NULL,
+    PRIMARY KEY (model_id, prompt_version, ref_id, cand_id)
+) WITHOUT ROWID
+"""
+_CHUNK = 400  # keys per SELECT: 2 parameters each, well under SQLite's parameter limit
+
+
+def is_final_error(error: str | None) -> bool:
+    """An abstention that asking again would repeat: the model answered, but with no yes/no mass."""
+    return bool(error) and error.startswith(NO_MASS)
+
+
+def is_final(result: JudgeResult) -> bool:
+    """A cacheable answer: a score, or a definitive no-yes/no-mass answer."""
+    return result.p_real is not None or is_final_error(result.error)
+
+
+def cache_path(run: RunLayout | str | Path) -> Path:
+    root = run.cache if isinstance(run, RunLayout) else RunLayout.at(run).cache
+    return root / "judges" / "answers.sqlite"
+
+
+class JudgeCache:
+    """Final judge answers of one run. Thread-safe; open one per task (or share one)."""
+
+    def __init__(self, run: RunLayout | str | Path, timeout_s: float = 120.0):
+        self.path = cache_path(run)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=timeout_s, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(_SCHEMA)
+
+    def get_many(self, model_id: str, prompt_version: str, keys: Iterable[Key]) -> dict[Key, JudgeResult]:
+        """The cached answers among `keys` (absent keys are simply missing from the result)."""
+        keys = list(dict.fromkeys(keys))
+        found: dict[Key, JudgeResult] = {}
+        with self._lock:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start:start + _CHUNK]
+                values = ",".join(["(?,?)"] * len(chunk))
+                params = [model_id, prompt_version] + [v for key in chunk for v in key]
+                rows = self._db.execute(
+                    "SELECT ref_id, cand_id, p_real, error, p_yes, p_no FROM answers "
+                    f"WHERE model_id=? AND prompt_version=? AND (ref_id, cand_id) IN (VALUES {values})", params)
+                for ref_id, cand_id, p_real, error, p_yes, p_no in rows:
+                    found[(ref_id, cand_id)] = JudgeResult(p_real=p_real, error=error, p_yes=p_yes, p_no=p_no)
+        return found
+
+    def put_many(self, model_id: str, prompt_version: str, answers: Sequence[tuple[Key, JudgeResult]]) -> int:
+        """Store the final answers among `answers` in one transaction; returns how many were final."""
+        now = time.time()
+        rows = [(model_id, prompt_version, ref_id, cand_id, r.p_real, r.p_yes, r.p_no, r.error, now)
+                for (ref_id, cand_id), r in answers if is_final(r)]
+        if not rows:
+            return 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def count(self, model_id: str | None = None) -> int:
+        with self._lock:
+            if model_id is None:
+                return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM answers WHERE model_id=?", (model_id,)).fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "JudgeCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

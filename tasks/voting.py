@@ -1,0 +1,388 @@
+"""Majority voting of a judge panel, with the cascade, the answer cache and the votes shards.
+
+Outcomes. Each judge's answer to a pair becomes one outcome code at a threshold T:
+`YES` (p_real >= T), `NO`, `ABSTAIN` (a final abstention: the model answered with no yes/no mass),
+`RETRY` (a transient abstention: timeout, connection error, HTTP 5xx, unreadable file) or `SKIPPED`
+(not asked). With n judges a decision needs `need = n // 2 + 1` agreeing votes (2 of 3).
+
+`tally` decides one pair: accepted when yes >= need, rejected when no >= need; otherwise
+`undecided` when the RETRY and SKIPPED judges could still make a majority
+(max(yes, no) + retry + skipped >= need), else `judge_error` (too few valid votes, for good).
+
+Cascade (`vote.cascade`, on by default). Judges are asked in panel order, one round per judge over
+every pair still open: a pair stops as soon as `tally` is not `undecided` (decided, or a
+`judge_error` that the remaining judges cannot change). It never stops while a judge could flip
+`undecided` into a decision, so its verdict equals the verdict of asking everyone: a decision can
+only be `need` agreeing votes, which later votes cannot outnumber (need > n/2), and a
+`judge_error` is already certain. `tests/test_voting.py` checks this for every pattern of
+outcomes of 1 to 5 judges. With three judges the first two are always asked; the third only when
+they disagree or one abstained, so calls per pair = 2 + P(first two do not agree).
+
+Thresholds and the cascade. Stages write scores and `select` applies thresholds, so each votes row
+keeps `p_real` and the error text; `vote` is `p_real >= T` for the T the stage ran with. But which
+judges the cascade asked depends on T: at T=0.5 answers 0.6 and 0.7 agree and the third judge is
+skipped; at X=0.65 they disagree and the skipped judge would decide. Hence:
+  - every votes shard records its `VoteMeta` (panel in order, T, cascade, prompt version) in its
+    Parquet metadata (`unirain.vote`), atomically with the rows;
+  - `select --threshold X` re-cuts from the stored p_real (no model call). A pair whose verdict at
+    X needs a judge the cascade skipped is reported (`needs_skipped_judge` in select's counts and
+    reports) and rejected as `undecided` at stage `select`, never guessed;
+  - a votes shard whose VoteMeta differs from the configured one (another T with the cascade on,
+    another panel or prompt) is stale: the vote stage redoes it, and the cache answers every
+    question already asked, so only the skipped judges are called. With the cascade off every judge
+    is asked and any X re-cuts completely.
+
+Faults. The judge backends turn timeouts, retries and bad answers into abstentions (`vote` null,
+error kept). A pair left `undecided` by transient failures is not written to the votes manifest
+but as an `undecided` reject of stage `vote`, and its shard is not done: the next run redoes the
+shard, where the cache answers everything that was answered and only the failures are asked again.
+
+Cache. Questions are batched per judge in chunks of `vote.chunk_size` (the backends keep
+`max_concurrency` requests in flight or batch in-process); each chunk's final answers are committed
+to `tasks.judge_cache.JudgeCache` before the next, so `kill -9` loses at most one chunk per judge.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from data_manifests import ManifestError, RunLayout, get_schema, read_manifest, shard_complete, write_shard
+from data_manifests.reader import check_file_schema
+from data_manifests.validate import to_table
+from tasks.config import ModelRef, VoteConfig
+from tasks.judge_cache import JudgeCache, is_final_error
+from tasks.judges.base import Judge, JudgeRequest, JudgeResult
+from tasks.judges.prompt import PROMPT_VERSION
+from tasks.stage import output_paths, stage_reject
+
+STAGE = "vote"
+OUTPUT = "votes"
+META_KEY = b"unirain.vote"
+
+# Outcome codes (int8 so a panel's outcomes for many pairs form one small matrix).
+SKIPPED, NO, YES, ABSTAIN, RETRY = -1, 0, 1, 2, 3
+UNDECIDED, JUDGE_ERROR = "undecided", "judge_error"
+
+
+# --- tally ------------------------------------------------------------------------------------
+
+def needed(n_judges: int) -> int:
+    """Agreeing votes that decide: a strict majority of the panel (2 of 3)."""
+    return n_judges // 2 + 1
+
+
+def outcome(p_real: float | None, error: str | None, threshold: float, asked: bool = True) -> int:
+    if not asked:
+        return SKIPPED
+    if p_real is not None and not (isinstance(p_real, float) and np.isnan(p_real)):
+        return YES if p_real >= threshold else NO
+    return ABSTAIN if is_final_error(error) else RETRY
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: bool | None  # True accepted, False voted out, None not decided
+    reason: str | None     # None when decided, else UNDECIDED or JUDGE_ERROR
+    n_yes: int
+    n_votes: int           # valid votes (yes + no)
+
+
+def tally(outcomes: Sequence[int]) -> Verdict:
+    """The verdict of one pair from its judges' outcomes (see the module docstring)."""
+    need = needed(len(outcomes))
+    yes, no = outcomes.count(YES), outcomes.count(NO)
+    open_ = outcomes.count(RETRY) + outcomes.count(SKIPPED)
+    if yes >= need:
+        return Verdict(True, None, yes, yes + no)
+    if no >= need:
+        return Verdict(False, None, yes, yes + no)
+    return Verdict(None, UNDECIDED if max(yes, no) + open_ >= need else JUDGE_ERROR, yes, yes + no)
+
+
+def ask_next(outcomes: Sequence[int]) -> bool:
+    """Cascade: ask the next judge only while the verdict is undecided and someone is left to ask."""
+    return SKIPPED in outcomes and tally(outcomes).reason == UNDECIDED
+
+
+def tally_matrix(codes: np.ndarray) -> dict[str, np.ndarray]:
+    """`tally` over a (pairs, judges) matrix of outcome codes, vectorised (select's millions of pairs).
+
+    Returns `decision` (1 accepted, 0 voted out, -1 none), `reason` (object: None, UNDECIDED,
+    JUDGE_ERROR), `n_yes`, `n_votes`.
+    """
+    codes = np.asarray(codes, dtype=np.int8).reshape(len(codes), -1)
+    need = needed(codes.shape[1])
+    yes, no = (codes == YES).sum(1), (codes == NO).sum(1)
+    open_ = ((codes == RETRY) | (codes == SKIPPED)).sum(1)
+    decision = np.where(yes >= need, 1, np.where(no >= need, 0, -1)).astype(np.int8)
+    reason = np.where(decision >= 0, None, np.where(np.maximum(yes, no) + open_ >= need, UNDECIDED, JUDGE_ERROR))
+    return {"decision": decision, "reason": reason.astype(object), "n_yes": yes.astype(np.int32),
+            "n_votes": (yes + no).astype(np.int32)}
+
+
+# --- the panel --------------------------------------------------------------------------------
+
+def judge_model_id(ref: ModelRef) -> str:
+    """The id a judge built from `ref` reports (`Judge.model_id`), known without loading it."""
+    return str(ref.options.get("model_id") or ref.name)
+
+
+def panel_ids(refs: Sequence[ModelRef]) -> tuple[str, ...]:
+    ids = tuple(judge_model_id(r) for r in refs)
+    if not ids:
+        raise ValueError("models.judges: no judges configured; the vote stage needs a panel (three for the paper)")
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"models.judges: the same judge twice ({dupes}); give each a distinct options.model_id")
+    return ids
+
+
+@dataclass(frozen=True)
+class VoteMeta:
+    """How a votes shard was made; stored in its Parquet metadata."""
+
+    panel: tuple[str, ...]
+    threshold: float
+    cascade: bool
+    prompt_version: str = PROMPT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "panel": list(self.panel)})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "VoteMeta":
+        data = json.loads(text)
+        return cls(tuple(data["panel"]), float(data["threshold"]), bool(data["cascade"]), data["prompt_version"])
+
+    def covers(self, wanted: "VoteMeta") -> bool:
+        """A shard made like this serves a run configured like `wanted` without asking anything."""
+        return (self.panel == wanted.panel and self.prompt_version == wanted.prompt_version
+                and self.threshold == wanted.threshold and (wanted.cascade or not self.cascade))
+
+
+# --- asking -----------------------------------------------------------------------------------
+
+@dataclass
+class CallStats:
+    """Per judge: questions needed, answered from the cache, sent to the model."""
+
+    needed: dict[str, int] = field(default_factory=dict)
+    cached: dict[str, int] = field(default_factory=dict)
+    called: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, judge: str, needed: int, cached: int, called: int, seconds: float) -> None:
+        for table, value in ((self.needed, needed), (self.cached, cached), (self.called, called), (self.seconds, seconds)):
+            table[judge] = table.get(judge, 0) + value
+
+
+_LOCKS: dict[int, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _judge_lock(judge: Judge) -> threading.Lock:
+    """Shard tasks in threads share a loaded judge; one batch at a time per judge keeps
+    `max_concurrency` the number of requests in flight per judge and memory bounded in-process."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(id(judge), threading.Lock())
+
+
+def ask(judge: Judge, requests: Sequence[JudgeRequest], cfg: VoteConfig, cache: JudgeCache | None,
+        stats: CallStats | None = None, prompt_version: str = PROMPT_VERSION) -> list[JudgeResult]:
+    """One judge's answers to `requests`: from the cache when asked before, else from the model in
+    chunks whose final answers are cached before the next chunk is sent."""
+    start = time.perf_counter()
+    keys = [(r.ref_id, r.cand_id) for r in requests]
+    found = cache.get_many(judge.model_id, prompt_version, keys) if cache is not None else {}
+    out: list[JudgeResult | None] = [found.get(k) for k in keys]
+    missing = [i for i, r in enumerate(out) if r is None]
+    for lo in range(0, len(missing), cfg.chunk_size):
+        chunk = missing[lo:lo + cfg.chunk_size]
+        with _judge_lock(judge):
+            results = judge.judge([requests[i] for i in chunk])
+        if len(results) != len(chunk):
+            raise RuntimeError(f"judge {judge.model_id} returned {len(results)} results for {len(chunk)} requests")
+        if cache is not None:
+            cache.put_many(judge.model_id, prompt_version, [(keys[i], r) for i, r in zip(chunk, results)])
+        for i, r in zip(chunk, results):
+            out[i] = r
+    if stats is not None:
+        stats.add(judge.model_id, len(requests), len(requests) - len(missing), len(missing), time.perf_counter() - start)
+    return out  # type: ignore[return-value]
+
+
+def run_panel(requests: Sequence[JudgeRequest], judges: Sequence[Judge], cfg: VoteConfig,
+              cache: JudgeCache | None = None, stats: CallStats | None = None,
+              prompt_version: str = PROMPT_VERSION) -> list[list[JudgeResult | None]]:
+    """Every pair's answers, one list per pair in panel order (None = skipped by the cascade).
+
+    One round per judge over all pairs still open, so each judge gets one batch per shard."""
+    answers: list[list[JudgeResult | None]] = [[None] * len(judges) for _ in requests]
+
+    def codes(row: list[JudgeResult | None]) -> list[int]:
+        return [outcome(r.p_real, r.error, cfg.threshold) if r is not None else SKIPPED for r in row]
+
+    for j, judge in enumerate(judges):
+        todo = [i for i, row in enumerate(answers) if not cfg.cascade or ask_next(codes(row))]
+        if not todo:
+            break
+        for i, result in zip(todo, ask(judge, [requests[i] for i in todo], cfg, cache, stats, prompt_version)):
+            answers[i][j] = result
+    return answers
+
+
+# --- the vote stage ---------------------------------------------------------------------------
+
+ITEM_COLUMNS = ["pair_id", "ref_id", "ref_path", "rainy_path", "source"]
+
+
+def vote_items(run: RunLayout) -> pd.DataFrame:
+    """Every retrieved pair with the paths the judges need: the reference photo and the rainy image."""
+    retrieval = read_manifest(run.manifest("retrieval"), "retrieval", columns=["pair_id", "ref_id"])
+    cands = read_manifest(run.manifest("candidates"), "candidates", columns=["pair_id", "rainy_path", "source"])
+    gallery = read_manifest(run.manifest("gallery"), "gallery", columns=["image_id", "path"])
+    items = retrieval.merge(cands, on="pair_id", how="left").merge(
+        gallery.rename(columns={"image_id": "ref_id", "path": "ref_path"}), on="ref_id", how="left")
+    for column, what in (("rainy_path", "candidates"), ("ref_path", "gallery")):
+        lost = items[column].isna()
+        if lost.any():
+            raise ManifestError(f"{run.root}: {int(lost.sum())} retrieval rows point at ids missing from the "
+                                f"{what} manifest (e.g. {items.loc[lost, 'pair_id'].iloc[0]}); redo retrieval")
+    return items[ITEM_COLUMNS]
+
+
+def _describe(judges: Sequence[str], row: list[JudgeResult | None], threshold: float) -> str:
+    parts = []
+    for name, r in zip(judges, row):
+        if r is None:
+            parts.append(f"{name}: skipped")
+        elif r.p_real is not None:
+            parts.append(f"{name}: {'yes' if r.p_real >= threshold else 'no'} ({r.p_real:.3f})")
+        else:
+            parts.append(f"{name}: abstained ({r.error})")
+    return "; ".join(parts)
+
+
+def vote_shard(items: pd.DataFrame, judges: Sequence[Judge], cfg: VoteConfig, cache: JudgeCache | None,
+               stats: CallStats | None = None, prompt_version: str = PROMPT_VERSION) -> tuple[list[dict], list[dict]]:
+    """Votes rows and `undecided` rejects for one shard of `vote_items`."""
+    requests = [JudgeRequest(ref_id=r.ref_id, ref_path=r.ref_path, cand_id=r.pair_id, cand_path=r.rainy_path)
+                for r in items.itertuples(index=False)]
+    answers = run_panel(requests, judges, cfg, cache, stats, prompt_version)
+    names = [j.model_id for j in judges]
+    rows, rejects = [], []
+    for item, row in zip(items.itertuples(index=False), answers):
+        codes = [outcome(r.p_real, r.error, cfg.threshold) if r is not None else SKIPPED for r in row]
+        if tally(codes).reason == UNDECIDED:  # transient failures left it open: retried next run
+            rejects.append(stage_reject(
+                item.pair_id, STAGE, UNDECIDED,
+                f"no majority at threshold {cfg.threshold:g} yet, retried on the next run: "
+                + _describe([short_name(n) for n in names], row, cfg.threshold),
+                item.source, item.rainy_path))
+            continue
+        for name, r in zip(names, row):
+            if r is None:
+                continue
+            rows.append({"pair_id": item.pair_id, "ref_id": item.ref_id, "judge": name, "p_real": r.p_real,
+                         "vote": None if r.p_real is None else bool(r.p_real >= cfg.threshold),
+                         "error": r.error, "prompt_version": prompt_version})
+    return rows, rejects
+
+
+# --- votes shards with their VoteMeta ---------------------------------------------------------
+
+def write_votes(run: RunLayout, shard: int, rows, rejects: list[dict], meta: VoteMeta) -> int:
+    """Publish one shard: rejects first, then the votes with `meta` in their Parquet metadata, both
+    atomically (the stage contract of `tasks.stage.write_result`)."""
+    schema = get_schema(OUTPUT)
+    out, rej = output_paths(run, OUTPUT, STAGE, shard)
+    write_shard(pd.DataFrame(rejects, columns=get_schema("rejects").columns), rej.parent, rej.name, get_schema("rejects"))
+    table = to_table(pd.DataFrame(rows, columns=schema.columns), schema)
+    if table.num_rows:
+        table = table.take(pc.sort_indices(table, [(c, "ascending") for c in schema.order]))
+    table = table.replace_schema_metadata({**table.schema.metadata, META_KEY: meta.to_json().encode()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return table.num_rows
+
+
+def read_vote_meta(path: str | Path) -> VoteMeta | None:
+    try:
+        check_file_schema(Path(path), get_schema(OUTPUT))
+        raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
+        return VoteMeta.from_json(raw) if raw else None
+    except (ManifestError, pa.ArrowException, OSError, ValueError, KeyError):
+        return None
+
+
+def shard_current(run: RunLayout, shard: int, wanted: VoteMeta) -> bool:
+    """Done for this config: both files whole, made with a covering VoteMeta, no pair left to retry."""
+    out, rej = output_paths(run, OUTPUT, STAGE, shard)
+    if not (shard_complete(out, get_schema(OUTPUT)) and shard_complete(rej, get_schema("rejects"))):
+        return False
+    meta = read_vote_meta(out)
+    if meta is None or not meta.covers(wanted):
+        return False
+    reasons = pq.read_table(rej, columns=["reason"]).column("reason")
+    return not pc.any(pc.equal(reasons, UNDECIDED)).as_py()
+
+
+def invalidate_stale(run: RunLayout, num_shards: int, wanted: VoteMeta) -> list[int]:
+    """Remove votes shards that are not current, so the shard fan-out redoes them (the cache keeps
+    their answers); returns their numbers. A crash after a removal just leaves the shard to redo."""
+    stale = []
+    for shard in range(num_shards):
+        out, _ = output_paths(run, OUTPUT, STAGE, shard)
+        if out.exists() and not shard_current(run, shard, wanted):
+            out.unlink()
+            stale.append(shard)
+    return stale
+
+
+def log_calls(run: RunLayout, session: str, shard: int, stats: CallStats) -> None:
+    """One JSON line per shard and judge in RUN/reports/vote_calls.jsonl (model calls vs cache hits),
+    appended with O_APPEND so shard tasks in several processes can share the file."""
+    run.reports.mkdir(parents=True, exist_ok=True)
+    lines = "".join(
+        json.dumps({"session": session, "shard": shard, "judge": judge, "needed": stats.needed[judge],
+                    "cached": stats.cached[judge], "called": stats.called[judge],
+                    "seconds": round(stats.seconds[judge], 3)}) + "\n"
+        for judge in stats.needed)
+    if lines:
+        with open(run.reports / "vote_calls.jsonl", "a") as fh:
+            fh.write(lines)
+
+
+def read_calls(run: RunLayout, session: str | None = None) -> pd.DataFrame:
+    path = run.reports / "vote_calls.jsonl"
+    columns = ["session", "shard", "judge", "needed", "cached", "called", "seconds"]
+    if not path.is_file():
+        return pd.DataFrame(columns=columns)
+    frame = pd.read_json(path, lines=True, dtype={"session": str})
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    return frame[frame["session"] == session] if session is not None else frame
+
+
+def short_name(model_id: str) -> str:
+    """A judge's label in reports: the folder name of a local checkpoint, else the model id."""
+    return Path(model_id).name if os.sep in model_id and Path(model_id).name else model_id
