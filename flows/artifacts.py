@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
@@ -16,8 +17,20 @@ def artifact_key(run: RunLayout, kind: str) -> str:
     return f"{slug}-{kind}"
 
 
+def _cell(value):
+    """JSON-safe table cells: lists shown as text, numpy scalars as Python numbers, NaN as empty."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = list(value)
+        return ", ".join(map(str, items[:5])) + (f" (+{len(items) - 5})" if len(items) > 5 else "")
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
 def publish_table(run: RunLayout, kind: str, frame: pd.DataFrame, description: str) -> None:
-    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    records = [{k: _cell(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
     create_table_artifact(key=artifact_key(run, kind), table=records, description=description)
 
 

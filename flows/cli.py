@@ -14,8 +14,10 @@ COMMAND_MODULES = [
     "flows.commands.synth",
     "flows.commands.ingest",
     "flows.commands.inspect",
+    "flows.commands.distill",
     "flows.commands.models",
     "flows.commands.serve_judge",
+    "flows.commands.select",
     "flows.commands.train",
 ]
 

@@ -12,8 +12,11 @@ from tasks.stage import shard_done, split_shards
 
 
 def run_stage_shards(run: RunLayout, stage: str, output: str, items: pd.DataFrame, key: str, num_shards: int,
-                     shard_task, task_args: Callable[[int, pd.DataFrame], dict]) -> dict:
-    """Submit one task per unfinished shard; returns counts of kept rows, rejects and skipped shards."""
+                     shard_task, task_args: Callable[[int, pd.DataFrame], dict], collect: list | None = None) -> dict:
+    """Submit one task per unfinished shard; returns counts of kept rows, rejects and skipped shards.
+
+    A shard task returns (kept, rejected) or (kept, rejected, extras); extras are appended to `collect`.
+    """
     clean_temporaries(run.manifest(output))
     clean_temporaries(run.rejects)
     shards = split_shards(items, key, num_shards)
@@ -23,7 +26,9 @@ def run_stage_shards(run: RunLayout, stage: str, output: str, items: pd.DataFram
     totals = {"kept": 0, "rejected": 0, "shards_done": 0, "shards_skipped": num_shards - len(todo)}
     bar = tqdm(total=len(todo), desc=stage, unit="shard", disable=not todo)
     for n, future in enumerate(futures, 1):
-        kept, rejected = future.result()
+        kept, rejected, *extras = future.result()
+        if collect is not None and extras:
+            collect.extend(extras[0])
         totals["kept"] += kept
         totals["rejected"] += rejected
         totals["shards_done"] += 1
