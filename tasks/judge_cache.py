@@ -46,7 +46,7 @@ _CHUNK = 400  # keys per SELECT: 2 parameters each, well under SQLite's paramete
 
 def is_final_error(error: str | None) -> bool:
     """An abstention that asking again would repeat: the model answered, but with no yes/no mass."""
-    return bool(error) and error.startswith(NO_MASS)
+    return isinstance(error, str) and error.startswith(NO_MASS)
 
 
 def is_final(result: JudgeResult) -> bool:
