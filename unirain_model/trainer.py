@@ -314,7 +314,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
             info: dict[str, Any] = {}
             if it % cfg.log_every == 0 or it == cfg.iters:
                 lr = optimizer.param_groups[0]["lr"]
-                info = {"loss": float(loss_sum) / loss_n, "lr": lr, "aux": float(aux), "it_per_s": loss_n / (time.perf_counter() - t0)}
+                info = {"loss": float(loss_sum) / loss_n, "lr": lr, "aux": float(aux.detach()), "it_per_s": loss_n / (time.perf_counter() - t0)}
                 if writer:
                     writer.add_scalar("train/loss", info["loss"], it)
                     writer.add_scalar("train/aux_loss", info["aux"], it)
@@ -334,6 +334,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
                 info.update({"val_l1": {t: val[t]["l1"] for t in types}, "weights": dict(zip(types, weights.tolist()))})
                 if writer:
                     _log_eval(writer, it, row, types)
+                if ddp.main:
+                    msg = f"iteration {it}: val L1 " + " ".join(f"{t}={val[t]['l1']:.4f}" for t in types) + \
+                          " | weights " + " ".join(f"{t}={w:.3f}" for t, w in zip(types, weights))
+                    if row["af"] is not None:
+                        msg += f" | AF={row['af']:.3f}"
+                    (bar.write if bar else log.info)(msg)
                 if ddp.main:
                     _write_history(reports / "training_history.csv", history)
             if (it % cfg.ckpt_every == 0 or it == cfg.iters) and ddp.main:

@@ -12,7 +12,9 @@ def register(sub) -> None:
                     "resumes from RUN/checkpoints/latest.json and stops at the same total iteration. Under "
                     "torchrun (WORLD_SIZE > 1) every process runs this command and DDP is used.")
     p.add_argument("--config", required=True, help="run config YAML (its train: section)")
-    p.add_argument("--run", required=True, help="run folder: checkpoints/, reports/, tensorboard/ go here")
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run folder: checkpoints/, reports/, tensorboard/ go here (spell it --run-dir under "
+                        "torchrun, whose own --run-path option makes --run ambiguous)")
     p.add_argument("--manifest", help="training pairs: a manifest folder or a folder in the paper layout "
                                       "(default: RUN/manifests/distilled, else RUN/manifests/candidates)")
     p.add_argument("--iters", type=int, help="total iterations (overrides train.iters)")
