@@ -57,14 +57,14 @@ def vote_flow(run: str, judges: list[ModelRef], vote: VoteConfig | None = None,
     layout = RunLayout.at(run)
     wanted = VoteMeta(panel_ids(judges), cfg.threshold, cfg.cascade, PROMPT_VERSION)
     items = vote_items(layout)
+    if not all(shard_current(layout, i, wanted) for i in range(ingest.num_shards)):
+        for judge in load_judges(judges, cfg):  # fail fast, before anything is touched
+            if judge.model_id not in wanted.panel:
+                raise RuntimeError(f"judge {judge.model_id!r} does not report the id its config implies")
     stale = invalidate_stale(layout, ingest.num_shards, wanted)
     if stale:
         print(f"vote: {len(stale)} shard(s) were voted with another threshold, panel or prompt, or hold pairs "
               f"to retry; redoing them (cached answers are reused)")
-    if not all(shard_current(layout, i, wanted) for i in range(ingest.num_shards)):
-        for judge in load_judges(judges, cfg):  # fail fast, before any shard starts
-            if judge.model_id not in wanted.panel:
-                raise RuntimeError(f"judge {judge.model_id!r} does not report the id its config implies")
     session = uuid.uuid4().hex
     totals = run_stage_shards(
         layout, STAGE, "votes", items, "pair_id", ingest.num_shards, vote_shard_task,
