@@ -6,7 +6,7 @@ from prefect.artifacts import create_link_artifact
 
 from data_manifests import RunLayout
 from tasks.config import IngestConfig, SelectConfig, VoteConfig
-from tasks.selection import OUTPUT, exhaustiveness, select_run
+from tasks.selection import OUTPUT, cut_signature, exhaustiveness, previous_cut, record_cut, resolve_shards, select_run
 from tasks.vote_reports import write_select_reports
 
 from .artifacts import artifact_key, publish_funnel, publish_manifest_link, publish_preview, publish_table
@@ -21,7 +21,14 @@ def select_flow(run: str, vote: VoteConfig | None = None, select: SelectConfig |
     cfg = select or SelectConfig()
     if threshold is None and vote is not None:
         threshold = vote.threshold
-    sel, votes = select_run(layout, threshold, cfg, ingest.num_shards if ingest else None)
+    num_shards = resolve_shards(layout, ingest.num_shards if ingest else None)
+    signature = cut_signature(layout, threshold, cfg, num_shards)
+    counts = previous_cut(layout, signature)
+    if counts is not None:  # same inputs, same arguments: the cut on disk is this cut
+        print(f"select: up to date (threshold {counts['threshold']:g}, {counts['distilled']} distilled)")
+        publish_funnel(layout)
+        return counts
+    sel, votes = select_run(layout, threshold, cfg, num_shards)
     check = exhaustiveness(layout)
     counts = dict(sel.counts, threshold=sel.threshold, missing=len(check["missing"]),
                   duplicated=len(check["duplicated"]))
@@ -43,5 +50,6 @@ def select_flow(run: str, vote: VoteConfig | None = None, select: SelectConfig |
         print(f"select: {sel.counts['needs_skipped_judge']} pairs need a judge the cascade skipped at the vote "
               f"stage's threshold {list(votes.thresholds)}: rerun the vote stage with vote.threshold: "
               f"{sel.threshold:g} (cached answers are reused)")
+    record_cut(layout, signature, num_shards, counts, [p.name for p in reports["files"]])
     print(f"select: {counts}")
     return counts

@@ -31,7 +31,7 @@ from data_manifests import RunLayout, get_schema, read_manifest, shard_files
 from data_manifests.reader import check_file_schema
 from tasks.config import IngestConfig, SelectConfig
 from tasks.judge_cache import is_final_error
-from tasks.stage import split_shards, write_result
+from tasks.stage import output_paths, split_shards, write_result
 from tasks.voting import (
     ABSTAIN, JUDGE_ERROR, NO, RETRY, SKIPPED, UNDECIDED, YES, META_KEY, VoteMeta, short_name, tally_matrix,
 )
@@ -233,7 +233,60 @@ def select_run(run: RunLayout, threshold: float | None = None, cfg: SelectConfig
     rejects = read_manifest(run.rejects, "rejects")
     retrieval = read_manifest(run.manifest("retrieval"), "retrieval", columns=["pair_id", "ref_id", "text_l2", "image_cos", "ssim"])
     sel = select_pairs(candidates, rejects, retrieval, votes, threshold, cfg)
-    num_shards = num_shards or len(shard_files(run.manifest("retrieval"))) or IngestConfig().num_shards
-    write_selection(run, sel, num_shards)
+    write_selection(run, sel, resolve_shards(run, num_shards))
     return sel, votes
 
+
+def resolve_shards(run: RunLayout, num_shards: int | None) -> int:
+    """The run's shard count: given, else retrieval's (every stage writes all its shards)."""
+    return num_shards or len(shard_files(run.manifest("retrieval"))) or IngestConfig().num_shards
+
+
+
+CUT_VERSION = 1  # bump when the cut's logic changes: a rerun then recomputes instead of skipping
+STATE_FILE = "select_state.json"
+
+
+def cut_signature(run: RunLayout, threshold: float | None, cfg: SelectConfig | None, num_shards: int | None) -> str:
+    """What a cut depends on: its arguments and every input shard (name, size, mtime). Stages publish
+    shards by rename, so a redone shard changes the signature."""
+    import hashlib
+    import json
+
+    files = []
+    for folder in ("candidates", "retrieval", "votes"):
+        files += shard_files(run.manifest(folder))
+    files += [p for p in shard_files(run.rejects) if not p.name.startswith(f"part-{STAGE}-")]
+    stats = [(str(p.relative_to(run.root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    args = {"version": CUT_VERSION, "threshold": threshold, "select": (cfg or SelectConfig()).model_dump(),
+            "num_shards": num_shards, "files": stats}
+    return hashlib.blake2b(json.dumps(args, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def previous_cut(run: RunLayout, signature: str) -> dict | None:
+    """The counts of the last cut when it was made from exactly these inputs and its outputs are all
+    still there; None when the cut must be (re)done."""
+    import json
+
+    path = run.reports / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if state.get("signature") != signature:
+        return None
+    n = int(state.get("num_shards", 0))
+    have = all(p.is_file() for i in range(n) for p in output_paths(run, OUTPUT, STAGE, i))
+    reports = all((run.reports / name).is_file() for name in state.get("reports", []))
+    return state["counts"] if n and have and reports else None
+
+
+def record_cut(run: RunLayout, signature: str, num_shards: int, counts: dict, reports: list[str]) -> None:
+    """Written last (atomically): a crash before it just means the next run recomputes the cut."""
+    import json
+    import os
+
+    run.reports.mkdir(parents=True, exist_ok=True)
+    tmp = run.reports / f".{STATE_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"signature": signature, "num_shards": num_shards, "counts": counts, "reports": reports}))
+    os.replace(tmp, run.reports / STATE_FILE)

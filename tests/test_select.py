@@ -181,3 +181,23 @@ def test_select_command_recuts_without_any_model(tmp_path, prefect_harness, caps
     assert len(list(run.manifest("distilled").glob("part-*.parquet"))) == 2
     assert main(["select", "--run", str(run.root), "--threshold", "1.5"]) == 2
     assert main(["select", "--run", str(tmp_path / "nothing")]) == 2
+
+
+def test_select_flow_skips_an_unchanged_cut_and_redoes_a_changed_one(tmp_path, prefect_harness):
+    from flows.select import select_flow
+
+    run = build_run(tmp_path / "run")
+    first = select_flow(run=str(run.root), threshold=0.5)
+    stamp = {p: p.stat().st_mtime_ns for p in run.manifest("distilled").glob("*.parquet")}
+    assert select_flow(run=str(run.root), threshold=0.5) == first
+    assert {p: p.stat().st_mtime_ns for p in run.manifest("distilled").glob("*.parquet")} == stamp
+    assert select_flow(run=str(run.root), threshold=0.75)["needs_skipped_judge"] == 2  # new arguments
+    # new inputs: a redone votes shard (published by rename) changes the signature
+    (run.reports / "p_real.png").unlink()
+    assert select_flow(run=str(run.root), threshold=0.75)["needs_skipped_judge"] == 2
+    assert (run.reports / "p_real.png").is_file()  # a lost report is rebuilt
+    stamp = {p: p.stat().st_mtime_ns for p in run.manifest("distilled").glob("*.parquet")}
+    votes = run.manifest("votes") / "part-00000.parquet"
+    votes.write_bytes(votes.read_bytes())
+    assert select_flow(run=str(run.root), threshold=0.75)["needs_skipped_judge"] == 2
+    assert {p: p.stat().st_mtime_ns for p in run.manifest("distilled").glob("*.parquet")} != stamp
