@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "flows.commands.serve_judge",
     "flows.commands.select",
     "flows.commands.train",
+    "flows.commands.model_info",
 ]
 
 
