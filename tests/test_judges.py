@@ -263,6 +263,17 @@ def test_wrong_key_or_model_fails_at_start_naming_endpoint(judge_server, monkeyp
         make_judge(http_ref(judge_server, api_key_env="JUDGE_KEY_FOR_TEST"))
 
 
+def test_api_key_from_a_prefect_secret_block(judge_server, prefect_harness):
+    from prefect.blocks.system import Secret
+
+    Secret(value=API_KEY).save("unirain-test-judge-key", overwrite=True)
+    judge = make_judge(http_ref(judge_server, api_key_secret="unirain-test-judge-key"))
+    judge.check()
+    assert API_KEY not in repr(judge)
+    with pytest.raises(JudgeUnavailable, match="cannot load Prefect Secret block 'no-such-block'"):
+        make_judge(http_ref(judge_server, api_key_secret="no-such-block"))
+
+
 # --- faults over real HTTP --------------------------------------------------------------------
 
 

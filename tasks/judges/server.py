@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import re
 import threading
 import time
@@ -87,7 +88,8 @@ def create_app(judge, served_model_name: str, max_logprobs: int = 20, api_key: s
     @app.middleware("http")
     async def check_key(request: Request, call_next):
         if api_key and request.url.path.startswith("/v1/"):
-            if request.headers.get("authorization", "") != f"Bearer {api_key}":
+            sent = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(sent, f"Bearer {api_key}".encode()):
                 return JSONResponse({"error": "Unauthorized"}, status_code=401)
         return await call_next(request)
 

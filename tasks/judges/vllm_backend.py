@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from tasks.config import ModelRef, VoteConfig
-from tasks.imageio import ImageRejected, decode_rgb
+from tasks.imageio import ImageRejected, decode_rgb, probe_image_bytes
 from tasks.judges.base import Judge, JudgeRequest, JudgeResult, JudgeUnavailable, register_judge, yes_no_masses
 from tasks.judges.prompt import judge_messages
 
@@ -60,23 +60,24 @@ def resolve_api_key(options: dict[str, Any]) -> str | None:
 
 
 def image_data_url(path: str | Path) -> str:
-    """A base64 data URL of the image; raises ImageRejected for a file that does not decode.
+    """A base64 data URL of the image; raises ImageRejected for a file that is not a usable image.
 
-    The file is decoded first (the same checks as every other stage) so the server never gets
-    garbage; 8-bit RGB JPEG/PNG/WebP travel as their own bytes, anything else as a new PNG.
+    The file is probed first (format, size and truncation from the header and the end, as at
+    ingest; no pixel decoding), so the server gets no garbage; 8-bit RGB JPEG/PNG/WebP travel as
+    their own bytes, anything else (16-bit, grayscale, RGBA, CMYK, TIFF, ...) as a new RGB PNG.
     """
     try:
         data = Path(path).read_bytes()
-        img = decode_rgb(data)
+        info = probe_image_bytes(data, min_side=1)
+        mime = _PASSTHROUGH.get(info.format) if info.mode == "RGB" else None
+        if mime is None:
+            buf = io.BytesIO()
+            decode_rgb(data).save(buf, format="PNG")
+            data, mime = buf.getvalue(), "image/png"
     except OSError as exc:
         raise ImageRejected("unreadable", f"{path}: {exc.strerror or exc}") from None
     except ImageRejected as exc:
         raise ImageRejected(exc.reason, f"{path}: {exc.detail}") from None
-    mime = _PASSTHROUGH.get(img.format or "")  # `to_rgb` returns RGB files unchanged, format kept
-    if mime is None:
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        data, mime = buf.getvalue(), "image/png"
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
@@ -166,6 +167,8 @@ class VLLMJudge(Judge):
                 payload = await asyncio.to_thread(self.payload, req)
             except ImageRejected as exc:
                 return JudgeResult.failed(f"unreadable image: {exc.detail}")
+            except Exception as exc:  # one odd file must not fail the batch
+                return JudgeResult.failed(f"cannot build the request: {type(exc).__name__}: {exc}")
             url = f"{self.base_url}/chat/completions"
             attempts = self.vote.retries + 1
             error = ""
@@ -173,11 +176,12 @@ class VLLMJudge(Judge):
                 if attempt:
                     await asyncio.sleep(self.vote.backoff_s * 2 ** (attempt - 1))
                 try:
-                    resp = await client.post(url, json=payload)
-                except httpx.TimeoutException:
+                    # httpx's timeout bounds each phase; wait_for bounds the whole request
+                    resp = await asyncio.wait_for(client.post(url, json=payload), self.vote.timeout_s)
+                except (httpx.TimeoutException, asyncio.TimeoutError):
                     error = f"timeout after {self.vote.timeout_s:g} s"
                     continue
-                except httpx.TransportError as exc:
+                except httpx.HTTPError as exc:  # connection refused or reset, protocol errors
                     error = f"connection error: {type(exc).__name__}: {exc}"
                     continue
                 if resp.status_code == 200:

@@ -1,0 +1,177 @@
+"""Voting benchmarks; every ratio is measured side by side in one run.
+
+Part `http`: one judge model asked the same questions in-process (`transformers` backend) and over
+HTTP through `unirain serve-judge` (`vllm` backend: base64 data URLs, JSON, one request per pair).
+Reports seconds per vote and the overhead ratio HTTP / in-process. The judge is a tiny LLaVA
+(32x32 vision input), so the model costs almost nothing and the ratio is close to the worst case:
+the transferable number is the absolute overhead per vote (ms), which a 7B VLM's forward pass
+(hundreds of ms on a GPU) dwarfs.
+
+    .venv/bin/python benchmarks/bench_vote.py [--pairs 32] [--reps 3] [--concurrency 1 4] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def write_pairs(folder: Path, n_pairs: int, per_ref: int = 4, seed: int = 0):
+    """Photos of gallery-like size (640x480 JPEG) cut from images that ship with scikit-image and
+    scikit-learn; each reference serves `per_ref` candidates, as after retrieval."""
+    from PIL import Image
+    from skimage import data
+    from sklearn.datasets import load_sample_images
+
+    from tasks.judges import JudgeRequest
+
+    sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), *load_sample_images().images]
+    rng = np.random.default_rng(seed)
+
+    def photo(name: str) -> str:
+        src = sources[int(rng.integers(len(sources)))]
+        h, w = src.shape[:2]
+        y, x = rng.integers(0, h // 4), rng.integers(0, w // 4)
+        path = folder / f"{name}.jpg"
+        Image.fromarray(src[y:y + 3 * h // 4, x:x + 3 * w // 4]).resize((640, 480)).save(path, quality=90)
+        return str(path)
+
+    pairs = []
+    for r in range(-(-n_pairs // per_ref)):
+        ref = photo(f"ref{r}")
+        for c in range(per_ref):
+            pairs.append(JudgeRequest(f"ref{r}", ref, f"cand{r}_{c}", photo(f"cand{r}_{c}")))
+    return pairs[:n_pairs]
+
+
+def start_server(model_dir: str, port: int, threads: int) -> subprocess.Popen:
+    import httpx
+
+    cmd = [sys.executable, "-m", "flows.cli", "serve-judge", "--model", model_dir, "--port", str(port),
+           "--served-model-name", "bench-judge"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve-judge exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    proc.terminate()
+    raise TimeoutError("serve-judge did not become healthy")
+
+
+def bench_http(n_pairs: int, reps: int, concurrency: list[int], threads: int) -> list[dict]:
+    import socket
+
+    import psutil
+    import torch
+
+    from tasks.config import ModelRef, VoteConfig
+    from tasks.judges import make_judge
+    from tasks.tiny_models.llava import make_judge_model
+
+    torch.set_num_threads(threads)  # the server gets the same count through OMP_NUM_THREADS
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model_dir = str(make_judge_model(tmp / "judge", seed=0))
+        pairs = write_pairs(tmp, n_pairs)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = start_server(model_dir, port, threads)
+        try:
+            judges = {
+                f"in-process, batch {b}": make_judge(
+                    ModelRef(backend="transformers", name=model_dir, options={"batch_size": b}))
+                for b in (8, 1)
+            }
+            for conc in concurrency:
+                ref = ModelRef(backend="vllm", name="bench-judge", options={"base_url": f"http://127.0.0.1:{port}/v1"})
+                judges[f"HTTP serve-judge, {conc} in flight"] = make_judge(ref, VoteConfig(max_concurrency=conc))
+                judges[f"HTTP serve-judge, {conc} in flight"].check()
+            times: dict[str, list[float]] = {name: [] for name in judges}
+            cpu: dict[str, list[float]] = {name: [] for name in judges}
+            server_ps = psutil.Process(server.pid)
+
+            def cpu_now() -> float:  # this process plus the server: all the work a vote costs
+                t = server_ps.cpu_times()
+                return time.process_time() + t.user + t.system
+
+            results = {name: judge.judge(pairs) for name, judge in judges.items()}  # warm-up
+            # Interleaved repetitions: load from other users of the machine hits every path alike.
+            for _ in range(reps):
+                for name, judge in judges.items():
+                    if hasattr(judge, "_urls"):
+                        judge._urls.clear()  # as in a run: each candidate encoded once, each reference reused
+                    start, start_cpu = time.perf_counter(), cpu_now()
+                    results[name] = judge.judge(pairs)
+                    times[name].append(time.perf_counter() - start)
+                    cpu[name].append(cpu_now() - start_cpu)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+    reference = results["in-process, batch 1"]
+    base = statistics.median(times["in-process, batch 1"])
+    batched = statistics.median(times["in-process, batch 8"])
+    rows = []
+    for name, secs in times.items():
+        sec = statistics.median(secs)
+        cpu_ms = 1000 * statistics.median(cpu[name]) / n_pairs
+        rows.append({
+            "path": name, "ms_per_vote": 1000 * sec / n_pairs, "ratio": sec / base, "ratio_batched": sec / batched,
+            "cpu_ms": cpu_ms, "cpu_ratio": cpu_ms / (1000 * statistics.median(cpu["in-process, batch 1"]) / n_pairs),
+            "max_dp": max(abs(a.p_real - b.p_real) for a, b in zip(results[name], reference)),
+        })
+    return rows
+
+
+def print_http(rows: list[dict], n_pairs: int) -> None:
+    print(f"\n## HTTP judge vs in-process ({n_pairs} pairs, 640x480 JPEG, tiny LLaVA, "
+          f"{os.cpu_count()} CPUs, torch threads {__import__('torch').get_num_threads()})")
+    print("| path | wall ms / vote | wall ratio to in-process batch 1 | to batch 8 | CPU ms / vote (client + server) "
+          "| CPU ratio to in-process batch 1 | max abs p_real diff |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['path']} | {r['ms_per_vote']:.1f} | {r['ratio']:.2f} | {r['ratio_batched']:.2f} "
+              f"| {r['cpu_ms']:.1f} | {r['cpu_ratio']:.2f} | {r['max_dp']:.1e} |")
+    base = next(r for r in rows if r["path"] == "in-process, batch 1")
+    for r in rows:
+        if r["path"].startswith("HTTP"):
+            print(f"overhead per vote ({r['path']}): wall {r['ms_per_vote'] - base['ms_per_vote']:+.1f} ms, "
+                  f"CPU {r['cpu_ms'] - base['cpu_ms']:+.1f} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from flows.prefect_env import configure_offline
+
+    configure_offline()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", nargs="+", default=["http"], choices=["http"])
+    ap.add_argument("--pairs", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads in each process (1: on a shared 2-core machine more threads spin-wait)")
+    args = ap.parse_args(argv)
+    if "http" in args.parts:
+        print_http(bench_http(args.pairs, args.reps, args.concurrency, args.threads), args.pairs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
