@@ -41,7 +41,6 @@ CREATE TABLE IF NOT EXISTS answers (
     PRIMARY KEY (model_id, prompt_version, ref_id, cand_id)
 ) WITHOUT ROWID
 """
-_CHUNK = 400  # keys per SELECT: 2 parameters each, well under SQLite's parameter limit
 
 
 def is_final_error(error: str | None) -> bool:
@@ -75,16 +74,15 @@ class JudgeCache:
         """The cached answers among `keys` (absent keys are simply missing from the result)."""
         keys = list(dict.fromkeys(keys))
         found: dict[Key, JudgeResult] = {}
+        # One primary-key lookup per key: SQLite plans `(ref_id, cand_id) IN (VALUES ...)` as a scan
+        # of the judge's whole history, which grows with the run.
+        query = ("SELECT p_real, error, p_yes, p_no FROM answers "
+                 "WHERE model_id=? AND prompt_version=? AND ref_id=? AND cand_id=?")
         with self._lock:
-            for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start:start + _CHUNK]
-                values = ",".join(["(?,?)"] * len(chunk))
-                params = [model_id, prompt_version] + [v for key in chunk for v in key]
-                rows = self._db.execute(
-                    "SELECT ref_id, cand_id, p_real, error, p_yes, p_no FROM answers "
-                    f"WHERE model_id=? AND prompt_version=? AND (ref_id, cand_id) IN (VALUES {values})", params)
-                for ref_id, cand_id, p_real, error, p_yes, p_no in rows:
-                    found[(ref_id, cand_id)] = JudgeResult(p_real=p_real, error=error, p_yes=p_yes, p_no=p_no)
+            for key in keys:
+                row = self._db.execute(query, (model_id, prompt_version, *key)).fetchone()
+                if row is not None:
+                    found[key] = JudgeResult(p_real=row[0], error=row[1], p_yes=row[2], p_no=row[3])
         return found
 
     def put_many(self, model_id: str, prompt_version: str, answers: Sequence[tuple[Key, JudgeResult]]) -> int:
