@@ -4,8 +4,7 @@ Part `http`: one judge model asked the same questions in-process (`transformers`
 HTTP through `unirain serve-judge` (`vllm` backend: base64 data URLs, JSON, one request per pair).
 Reports seconds per vote and the overhead ratio HTTP / in-process. The judge is a tiny LLaVA
 (32x32 vision input), so the model costs almost nothing and the ratio is close to the worst case:
-the transferable number is the absolute overhead per vote (ms), which a 7B VLM's forward pass
-(hundreds of ms on a GPU) dwarfs.
+the transferable number is the absolute overhead per vote (ms), which does not grow with the model.
 
     .venv/bin/python benchmarks/bench_vote.py [--pairs 32] [--reps 3] [--concurrency 1 4] [--threads 1]
 """
