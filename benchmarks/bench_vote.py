@@ -6,7 +6,11 @@ Reports seconds per vote and the overhead ratio HTTP / in-process. The judge is 
 (32x32 vision input), so the model costs almost nothing and the ratio is close to the worst case:
 the transferable number is the absolute overhead per vote (ms), which does not grow with the model.
 
+Part `cascade` (`benchmarks/vote_cascade.py`): judge calls per candidate with the cascade vs asking
+every judge, on the same demo run; the cuts must be identical.
+
     .venv/bin/python benchmarks/bench_vote.py [--pairs 32] [--reps 3] [--concurrency 1 4] [--threads 1]
+    .venv/bin/python benchmarks/bench_vote.py --parts cascade
 """
 from __future__ import annotations
 
@@ -160,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_offline()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", nargs="+", default=["http"], choices=["http"])
+    ap.add_argument("--parts", nargs="+", default=["http"], choices=["http", "cascade"],
+                    help="http: HTTP vs in-process judge; cascade: judge calls per candidate (benchmarks/vote_cascade.py)")
     ap.add_argument("--pairs", type=int, default=32)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
@@ -169,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if "http" in args.parts:
         print_http(bench_http(args.pairs, args.reps, args.concurrency, args.threads), args.pairs)
+    if "cascade" in args.parts:
+        from vote_cascade import bench_cascade, print_cascade  # this folder is on sys.path when run as a script
+
+        print_cascade(*bench_cascade())
     return 0
 
 
