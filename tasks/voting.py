@@ -122,7 +122,9 @@ def tally_matrix(codes: np.ndarray) -> dict[str, np.ndarray]:
     Returns `decision` (1 accepted, 0 voted out, -1 none), `reason` (object: None, UNDECIDED,
     JUDGE_ERROR), `n_yes`, `n_votes`.
     """
-    codes = np.asarray(codes, dtype=np.int8).reshape(len(codes), -1)
+    codes = np.asarray(codes, dtype=np.int8)
+    if codes.ndim != 2:
+        codes = codes.reshape(len(codes), -1)
     need = needed(codes.shape[1])
     yes, no = (codes == YES).sum(1), (codes == NO).sum(1)
     open_ = ((codes == RETRY) | (codes == SKIPPED)).sum(1)

@@ -201,3 +201,23 @@ def test_select_flow_skips_an_unchanged_cut_and_redoes_a_changed_one(tmp_path, p
     votes.write_bytes(votes.read_bytes())
     assert select_flow(run=str(run.root), threshold=0.75)["needs_skipped_judge"] == 2
     assert {p: p.stat().st_mtime_ns for p in run.manifest("distilled").glob("*.parquet")} != stamp
+
+
+def test_nothing_left_to_vote_on(tmp_path):
+    """Every candidate rejected before voting and no votes shard at all: an empty cut, still exhaustive."""
+    run = build_run(tmp_path / "run")
+    import shutil
+
+    shutil.rmtree(run.manifest("votes"))
+    for path in run.rejects.glob("part-vote-*"):
+        path.unlink()
+    write_shard(pd.DataFrame([{"item_id": pid(i), "stage": "retrieve", "reason": "no_reference", "detail": "x",
+                               "source": None, "path": None} for i in range(1, 13) if i != 2]),
+                run.rejects, "part-retrieve-00001.parquet", get_schema("rejects"))
+    write_shard(pd.DataFrame(columns=get_schema("retrieval").columns), run.manifest("retrieval"), "part-00000.parquet",
+                get_schema("retrieval"))
+    sel, votes = select_run(run, 0.5, SelectConfig(), num_shards=2)
+    assert len(sel.distilled) == 0 and len(sel.rejects) == 0 and votes.panel == ()
+    assert exhaustiveness(run) == {"missing": [], "duplicated": [], "unknown": []}
+    with pytest.raises(ValueError, match="give a threshold"):
+        select_run(run, None, SelectConfig(), num_shards=2)
