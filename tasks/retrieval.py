@@ -37,7 +37,9 @@ SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
 def faiss_search_fn(index) -> SearchFn:
-    """A SearchFn over a FAISS L2 index (raw `faiss.Index`, e.g. `IdIndex.index` of metric 'l2')."""
+    """A SearchFn over a FAISS L2 index: a raw `faiss.Index`, or anything holding one as `.index`
+    (`tasks.faiss_index.IdIndex`; then the gallery's id order must be its `.ids`)."""
+    index = getattr(index, "index", index)
     if getattr(index, "metric_type", None) not in (None, 1):  # faiss.METRIC_L2 == 1
         raise ValueError("level 1 ranks by L2: the caption-text index must use the L2 metric")
 
@@ -96,7 +98,7 @@ def semantic_level(search: SearchFn | np.ndarray, cand_text_emb: np.ndarray, k_s
 
 
 def visual_level(cand_img_emb: np.ndarray, gallery_img_emb: np.ndarray, semantic_rows: np.ndarray,
-                 k_visual: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 k_visual: int, chunk: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Level 2: of each candidate's level-1 rows, the k_visual with the highest image cosine.
 
     Embeddings are L2-normalised, so cosine is the inner product. Returns (image_cos, rows, cols),
@@ -106,7 +108,7 @@ def visual_level(cand_img_emb: np.ndarray, gallery_img_emb: np.ndarray, semantic
     n, k1 = semantic_rows.shape
     k2 = min(int(k_visual), k1)
     cos = np.empty((n, k1), np.float32)
-    for s in range(0, n, chunk):  # the (chunk, k1, d) gather stays small
+    for s in range(0, n, chunk):  # a small (chunk, k1, d) gather: ~2x faster than 256 here (cache, no page faults)
         r = semantic_rows[s:s + chunk]
         emb = gallery_img_emb[np.maximum(r, 0)]
         cos[s:s + chunk] = np.matmul(emb, q[s:s + chunk, :, None])[..., 0]
@@ -192,7 +194,7 @@ class Gallery:
     image_emb: np.ndarray  # (G, d) float32
     paths: Sequence[str]
     text_search: SearchFn
-    usable: np.ndarray  # (G,) bool: False for rows with a non-finite image embedding
+    usable: np.ndarray  # (G,) bool: False for rows with a non-finite image or text embedding
     rejects: list[dict] = field(default_factory=list)  # bad gallery rows, once
 
     def __len__(self) -> int:
@@ -222,9 +224,13 @@ def make_gallery(ids: Sequence[str], image_emb: np.ndarray, paths: Sequence[str]
     if not usable.any():
         raise ValueError("empty gallery: every gallery image has a NaN or infinite embedding")
     id_arr = np.asarray(list(ids), dtype=object)
+    if len(set(id_arr.tolist())) != len(id_arr):
+        raise ValueError("gallery ids must be unique")
     rejects = [stage_reject(id_arr[r], STAGE, "bad_embedding", "gallery image: NaN or infinite embedding",
                             path=str(paths[r])) for r in np.flatnonzero(~usable)]
-    img[~usable] = 0.0
+    if not usable.all():
+        img = img.copy()  # never write into the caller's array
+        img[~usable] = 0.0
     return Gallery(id_arr, img, paths, text_search, usable, rejects)
 
 

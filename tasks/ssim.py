@@ -12,8 +12,8 @@ padding at all) gives the same numbers on (size-10)^2 pixels and skips the borde
 Why it is fast: skimage runs five 2-D Gaussian filters per pair (mu_x, mu_y, E[x^2], E[y^2],
 E[xy]). Four of them depend on one image only: `prepare_ssim_stats` computes them once per image
 (a gallery reference is prepared once and reused by every candidate that considers it), leaving
-one separable filter of the product x*y per pair, run on a batch of references at once, as
-vectorised shifted-slice sums (see `gaussian_valid`).
+one separable filter of the product x*y per pair, done as vectorised shifted-slice sums on a
+reference or two at a time (see `gaussian_valid`). Measured in `benchmarks/bench_retrieval.py`.
 """
 from __future__ import annotations
 
@@ -101,16 +101,10 @@ class SSIMStats:
     def nbytes(self) -> int:
         return self.gray.nbytes + self.mu.nbytes + self.mu2.nbytes + self.var.nbytes
 
-    @staticmethod
-    def stack(items: Sequence["SSIMStats"]) -> "SSIMStats":
-        if len(items) == 1:
-            return items[0]
-        return SSIMStats(*(np.concatenate([getattr(s, f) for s in items]) for f in ("gray", "mu", "mu2", "var")))
-
 
 def prepare_ssim_stats(gray_images, chunk: int = 2) -> SSIMStats:
     """Statistics of one (H, W) image or a batch (n, H, W) / list of same-size grayscale images in
-    [0, 1]. Filtering the batch together keeps the work in C."""
+    [0, 1] (float32)."""
     g = np.asarray(gray_images if not isinstance(gray_images, (list, tuple)) else np.stack(gray_images), dtype=DTYPE)
     if g.ndim == 2:
         g = g[None]

@@ -128,8 +128,10 @@ def test_nan_embedding_is_rejected_and_the_rest_goes_on(world):
 def test_gallery_with_a_nan_embedding_never_matches_that_item(world):
     img = world["gal_img"].copy()
     img[3] = np.nan  # candidate 1 is planted on img03
+    before = img.copy()
     g = make_gallery(world["gal_ids"], img, world["gal_paths"], text_emb=world["gal_text"])
     assert [(r["item_id"], r["reason"]) for r in g.rejects] == [("img03", "bad_embedding")]
+    np.testing.assert_array_equal(img, before)  # the caller's array is left alone
     rows, _ = run(g, batch_of(world), k_semantic=12, k_visual=12)
     assert all("img03" not in r["semantic_ids"] and r["ref_id"] != "img03" for r in rows)
     assert all(len(r["semantic_ids"]) == 11 for r in rows)
