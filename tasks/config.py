@@ -75,7 +75,7 @@ class VoteConfig(Section):
     retries: int = Field(2, ge=0)
     backoff_s: float = Field(1.0, ge=0)
     max_concurrency: int = Field(8, ge=1, description="requests in flight per judge")
-    chunk_size: int = Field(64, ge=1, description="requests per judge call; their answers are cached before the next")
+    chunk_size: int = Field(64, ge=1, description="requests per judge call, cached before the next (>= max_concurrency)")
 
 
 class SelectConfig(Section):
