@@ -18,6 +18,7 @@ index's sidecar order). Row -1 means "no hit" (an approximate index may find few
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
@@ -124,42 +125,51 @@ class RefStatsCache:
     """SSIM statistics of gallery images, computed on first use and kept in a bounded LRU.
 
     One 256x256 reference costs ~1 MB (image + three filtered maps); the default 1 GiB holds ~1,000.
-    An unreadable gallery image is remembered (`failed[row] = (reason, detail)`) and never retried."""
+    An unreadable gallery image is remembered (`failed[row] = (reason, detail)`) and never retried.
+    Thread-safe, so one cache can serve every shard task of a process (two threads missing the same
+    row at once may both compute it; the result is the same)."""
 
     def __init__(self, paths: Sequence[str], size: int, max_bytes: int = 1 << 30):
         self.paths, self.size, self.max_bytes = paths, int(size), int(max_bytes)
         self._lru: OrderedDict[int, SSIMStats] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()
         self.failed: dict[int, tuple[str, str]] = {}
         self._unreported: list[int] = []
         self.hits = self.misses = 0
 
     def get(self, row: int) -> SSIMStats | None:
-        hit = self._lru.get(row)
-        if hit is not None:
-            self._lru.move_to_end(row)
-            self.hits += 1
-            return hit
-        if row in self.failed:
-            return None
-        self.misses += 1
-        try:
+        with self._lock:
+            hit = self._lru.get(row)
+            if hit is not None:
+                self._lru.move_to_end(row)
+                self.hits += 1
+                return hit
+            if row in self.failed:
+                return None
+            self.misses += 1
+        try:  # decode and filter outside the lock
             stats = prepare_ssim_stats(gray_for_ssim(load_rgb(self.paths[row]), self.size))
         except ImageRejected as exc:
-            self.failed[row] = (exc.reason, exc.detail)
-            self._unreported.append(row)
+            with self._lock:
+                if row not in self.failed:
+                    self.failed[row] = (exc.reason, exc.detail)
+                    self._unreported.append(row)
             return None
-        self._lru[row] = stats
-        self._bytes += stats.nbytes
-        while self._bytes > self.max_bytes and len(self._lru) > 1:
-            _, old = self._lru.popitem(last=False)
-            self._bytes -= old.nbytes
+        with self._lock:
+            if row not in self._lru:
+                self._lru[row] = stats
+                self._bytes += stats.nbytes
+            while self._bytes > self.max_bytes and len(self._lru) > 1:
+                _, old = self._lru.popitem(last=False)
+                self._bytes -= old.nbytes
         return stats
 
     def new_failures(self) -> list[tuple[int, str, str]]:
         """Unreadable gallery rows found since the last call: (row, reason, detail), each once."""
-        out = [(r, *self.failed[r]) for r in self._unreported]
-        self._unreported = []
+        with self._lock:
+            out = [(r, *self.failed[r]) for r in self._unreported]
+            self._unreported = []
         return out
 
     def __len__(self) -> int:

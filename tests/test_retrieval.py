@@ -189,3 +189,14 @@ def test_ref_stats_cache_is_bounded(world):
     assert len(cache) == 3
     assert cache.get(11) is not None and cache.hits == 1  # most recent kept
     assert cache.get(0) is not None and cache.misses == 13  # oldest evicted
+
+
+def test_ref_stats_cache_shared_by_threads(world):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = RefStatsCache(world["gal_paths"] + ["/nonexistent.png"], SIZE)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(cache.get, [r % 13 for r in range(52)]))
+    assert all(g is not None for i, g in enumerate(got) if i % 13 != 12)
+    assert all(got[i] is None for i in range(12, 52, 13))
+    assert len(cache) == 12 and [f[0] for f in cache.new_failures()] == [12] and cache.new_failures() == []
