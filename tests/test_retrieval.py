@@ -200,3 +200,22 @@ def test_ref_stats_cache_shared_by_threads(world):
     assert all(g is not None for i, g in enumerate(got) if i % 13 != 12)
     assert all(got[i] is None for i in range(12, 52, 13))
     assert len(cache) == 12 and [f[0] for f in cache.new_failures()] == [12] and cache.new_failures() == []
+
+
+def test_stream_blocks_and_batches_do_not_change_the_result(world):
+    g = gallery_of(world)
+    cfg = RetrievalConfig(ssim_size=SIZE, k_semantic=5, k_visual=3, batch_size=2)
+    text = world["cand_text"].copy()
+    text[5] = np.nan
+    whole = batch_of(world, text_emb=text)
+    want_rows, want_rej = retrieve_batch(g, whole, cfg, RefStatsCache(g.paths, SIZE))
+    parts = [CandidateBatch(*(x[s:s + 3] for x in whole)) for s in range(0, 8, 3)]
+    out = list(retrieve_stream(g, parts, cfg, search_block=4))
+    assert [r for rows, _ in out for r in rows] == want_rows
+    assert [r for _, rej in out for r in rej] == want_rej == [
+        {"item_id": "pair5", "stage": "retrieve", "reason": "bad_embedding", "detail": "NaN or infinite text embedding",
+         "source": None, "path": world["cand_paths"][5]}]
+    assert max(len(rows) for rows, _ in out) <= 2
+    # a block with no usable candidate still reports its rejects
+    bad = batch_of(world, 2, text_emb=np.full((8, D), np.nan, np.float32))
+    assert [(len(r), [x["reason"] for x in j]) for r, j in retrieve_stream(g, [bad], cfg)] == [(0, ["bad_embedding"] * 2)]
