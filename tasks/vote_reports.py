@@ -19,7 +19,7 @@ import pandas as pd
 from data_manifests import RunLayout, read_manifest
 from tasks.config import SelectConfig
 from tasks.funnel import format_table, funnel_table
-from tasks.voting import ABSTAIN, NO, RETRY, SKIPPED, YES, short_name
+from tasks.voting import ABSTAIN, NO, RETRY, YES, short_name
 
 TALLY_COLUMNS = ["judge", "asked", "yes", "no", "abstain_final", "abstain_retry", "mean_p_real"]
 AGREEMENT_COLUMNS = ["judge_a", "judge_b", "both_voted", "agree_pct", "cohen_kappa"]

@@ -37,7 +37,6 @@ def run(args) -> int:
             raise UserError(str(exc)) from None
         vote, select, ingest = cfg.vote, cfg.select, cfg.ingest
     from data_manifests import RunLayout
-    from tasks.funnel import format_table
 
     from ..select import select_flow
 
