@@ -56,7 +56,7 @@ def distill_flow(run: str, config: str, until: Stage = "select") -> dict:
             run=run_dir, retrieval=cfg.retrieval, ingest=cfg.ingest)),
         ("vote", lambda: vote_flow.with_options(task_runner=runner)(
             run=run_dir, judges=_judges(models.judges), vote=cfg.vote, ingest=cfg.ingest)),
-        ("select", lambda: select_flow(run=run_dir, vote=cfg.vote, select=cfg.select)),
+        ("select", lambda: select_flow(run=run_dir, vote=cfg.vote, select=cfg.select, ingest=cfg.ingest)),
     ]
     for name, run_stage in stages:
         if STAGES.index(name) > last:
