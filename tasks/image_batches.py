@@ -7,6 +7,7 @@ write to rejects. `tensor` is None when every item of a batch failed.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 from dataclasses import dataclass
 from typing import Callable, Iterator, NamedTuple, Sequence
@@ -85,6 +86,8 @@ def iter_batches(
     if not rows:
         return
     num_workers = max(0, min(num_workers, len(rows) // max(1, batch_size) + 1, os.cpu_count() or 1))
+    if multiprocessing.current_process().daemon:  # a Dask worker process: daemons cannot start children
+        num_workers = 0
     loader = DataLoader(
         ImageRowsDataset(rows, preprocess, max_pixels),
         batch_size=batch_size,
