@@ -10,8 +10,8 @@ Per candidate pair:
 `retrieve_batch` turns one batch of candidates into `retrieval` manifest rows plus rejects;
 `retrieve_stream` runs over an iterable of batches (levels 1+2 on blocks of `SEARCH_BLOCK`
 candidates, level 3 one candidate at a time) and yields per `batch_size` candidates, so memory does
-not grow with the number of candidates. The gallery is the fixed side: its SSIM statistics are computed once
-per image and kept in a bounded LRU (`RefStatsCache`) shared by all batches.
+not grow with the number of candidates. The gallery is the fixed side: its SSIM statistics are
+computed once per image and kept in a bounded LRU (`RefStatsCache`) shared by all batches.
 
 Gallery rows are addressed by position ("row") in one fixed id order; a `SearchFn` must return rows
 in that order (build the text index from the same id list, or reorder the image matrix to the
@@ -274,8 +274,11 @@ def shortlist(gallery: Gallery, batch: CandidateBatch, cfg: RetrievalConfig) -> 
     n = len(batch.pair_ids)
     if not (len(batch.text_emb) == len(batch.image_emb) == len(batch.rainy_paths) == n):
         raise ValueError("candidate batch: pair_ids, text_emb, image_emb and rainy_paths differ in length")
-    text = np.asarray(batch.text_emb, dtype=np.float32).reshape(n, -1)
-    image = np.asarray(batch.image_emb, dtype=np.float32).reshape(n, -1)
+    if n == 0:  # an empty batch may come as empty lists
+        text = image = np.zeros((0, gallery.image_emb.shape[1]), np.float32)
+    else:
+        text = np.asarray(batch.text_emb, dtype=np.float32).reshape(n, -1)
+        image = np.asarray(batch.image_emb, dtype=np.float32).reshape(n, -1)
     ok = np.isfinite(text).all(axis=1) & np.isfinite(image).all(axis=1)
     rejects = []
     for i in np.flatnonzero(~ok):

@@ -219,3 +219,7 @@ def test_stream_blocks_and_batches_do_not_change_the_result(world):
     # a block with no usable candidate still reports its rejects
     bad = batch_of(world, 2, text_emb=np.full((8, D), np.nan, np.float32))
     assert [(len(r), [x["reason"] for x in j]) for r, j in retrieve_stream(g, [bad], cfg)] == [(0, ["bad_embedding"] * 2)]
+
+
+def test_empty_batch_gives_nothing(world):
+    assert run(gallery_of(world), CandidateBatch([], [], [], [])) == ([], [])
