@@ -36,11 +36,11 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 
 def experts_per_layer(model: nn.Module) -> list[dict[str, Any]]:
     """One row per FFN layer: name, kind, experts it holds, experts each token runs."""
-    from unirain_model.moe import _FFNBase
+    from unirain_model.moe import FFNLayer
 
     rows = []
     for name, m in model.named_modules():
-        if isinstance(m, _FFNBase):
+        if isinstance(m, FFNLayer):
             active = {"soft": m.num_experts, "hard": getattr(m, "top_k", None), "dense": 1}[m.kind]
             rows.append({"layer": name, "kind": m.kind, "num_experts": m.num_experts,
                          "active_per_token": active})

@@ -65,7 +65,7 @@ def _to_map(tokens: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return tokens.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
-class _FFNBase(nn.Module):
+class FFNLayer(nn.Module):
     """Shared depth-wise conv + experts; subclasses decide how tokens are routed."""
 
     kind = "base"
@@ -86,7 +86,7 @@ class _FFNBase(nn.Module):
             self.last_routing = _to_map(weights.detach(), shape)
 
 
-class DenseFFN(_FFNBase):
+class DenseFFN(FFNLayer):
     """One expert, no router: the dense baseline of the ablations."""
 
     kind = "dense"
@@ -99,7 +99,7 @@ class DenseFFN(_FFNBase):
         return _to_map(self.experts.run(0, _to_tokens(y)), y.shape)
 
 
-class SoftMoEFFN(_FFNBase):
+class SoftMoEFFN(FFNLayer):
     """Router softmax over all experts; every expert runs on every token; outputs mixed."""
 
     kind = "soft"
@@ -116,7 +116,7 @@ class SoftMoEFFN(_FFNBase):
         return _to_map(self.experts.run_mixed(tokens, weights), y.shape)
 
 
-class HardMoEFFN(_FFNBase):
+class HardMoEFFN(FFNLayer):
     """Top-k routing per token (pixel); only the chosen experts compute (dropless, no capacity cap).
 
     Weights are the router's softmax renormalised over the chosen k. The auxiliary loss is the

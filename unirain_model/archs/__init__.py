@@ -15,6 +15,7 @@ import yaml
 from torch import nn
 
 ARCH_REGISTRY: dict[str, type[nn.Module]] = {}
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def register_arch(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -58,7 +59,7 @@ def load_model_config(path: str | Path) -> dict[str, Any]:
     """Read a model config (`configs/model/*.yaml`, a mapping with `type`).
 
     A run config is accepted too: its `train.model` is either an inline mapping or a path to a model
-    yaml (tried as given, then relative to the run config's folder).
+    yaml (tried as given, relative to the run config's folder, then to the repository root).
     """
     path = Path(path)
     if not path.is_file():
@@ -77,7 +78,7 @@ def load_model_config(path: str | Path) -> dict[str, Any]:
         return dict(model)
     if isinstance(model, str):
         ref = Path(model)
-        for candidate in (ref, path.parent / ref):
+        for candidate in (ref, path.parent / ref, REPO_ROOT / ref):
             if candidate.is_file():
                 return load_model_config(candidate)
         raise ValueError(f"{path}: train.model: model config not found: {model}")

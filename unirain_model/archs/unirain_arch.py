@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unirain_model.archs import register_arch
-from unirain_model.moe import FFN_KINDS, _FFNBase, make_ffn
+from unirain_model.moe import FFN_KINDS, FFNLayer, make_ffn
 
 
 class LayerNorm2d(nn.Module):
@@ -170,9 +170,9 @@ class UniRain(nn.Module):
         mode = "reflect" if ph < h and pw < w else "replicate"
         return F.pad(x, (0, pw, 0, ph), mode=mode)
 
-    def moe_layers(self) -> dict[str, _FFNBase]:
+    def moe_layers(self) -> dict[str, FFNLayer]:
         """Every FFN layer (dense ones included) by module name."""
-        return {name: m for name, m in self.named_modules() if isinstance(m, _FFNBase)}
+        return {name: m for name, m in self.named_modules() if isinstance(m, FFNLayer)}
 
     def aux_loss(self) -> torch.Tensor:
         """Summed load-balancing loss of the Hard-MoE layers in the last forward (0 if none)."""
