@@ -130,7 +130,10 @@ def distills(served, data):
                               timeout=0)
         broken = run_deployment("distill/distill", parameters={"run": str(root / "broken-run"),
                                                                "config": str(root / "broken.yaml")}, timeout=0)
-    return {"good": good.id, "broken": broken.id}
+        # a stage deployment on its own: run folder + config path are all it needs
+        ingest = run_deployment("ingest-stage/ingest", parameters={"run": str(root / "ingest-only"),
+                                                                   "config": str(root / "good.yaml")}, timeout=0)
+    return {"good": good.id, "broken": broken.id, "ingest": ingest.id}
 
 
 def wait_for_run(served: Served, run_id, states: set[str], timeout: float = 240):
@@ -172,6 +175,16 @@ def test_deployments_come_from_prefect_yaml(served):
     props = distill.parameter_openapi_schema["properties"]
     assert set(distill.parameter_openapi_schema["required"]) == {"run", "config"}
     assert props["until"]["default"] == "select" and "retrieve" in json.dumps(props["until"])
+
+
+def test_a_stage_deployment_runs_from_a_run_folder_and_a_config(served, data, distills):
+    root, _ = data
+    run = wait_for_run(served, distills["ingest"], {"COMPLETED", "FAILED", "CRASHED"})
+    assert run.state.type.value == "COMPLETED", run.state.message
+    layout = RunLayout.at(root / "ingest-only")
+    assert len(read_manifest(layout.manifest("candidates"), "candidates")) == 8
+    assert len(read_manifest(layout.manifest("gallery"), "gallery")) == 6
+    assert not layout.manifest("captions").exists() or not shard_files(layout.manifest("captions"))
 
 
 def test_completed_distill_triggers_train_on_its_run_folder(served, data, distills):
