@@ -31,12 +31,14 @@ def evaluate_flow(run: str | None = None, config: str | None = None, checkpoint:
                   device: str | None = None, tile: int | None = None) -> list[dict]:
     """Score a checkpoint on test sets.
 
-    run: run folder; its newest checkpoint is used when `checkpoint` is not given, and reports go to
-        RUN/reports/evaluation.{csv,json}.
-    config: run config YAML whose `evaluate:` section lists test folders/manifests and options.
-    checkpoint: a .safetensors file, a checkpoints folder or a run folder.
-    data: test folders in the paper layout (each one test set); manifest: test manifests.
-    out: report path (OUT.csv, OUT.json and OUT.images.csv are written).
+    Args:
+        run: run folder; its newest checkpoint is used when `checkpoint` is not given, and reports go to
+            RUN/reports/evaluation.{csv,json}.
+        config: run config YAML whose `evaluate:` section lists test folders/manifests and options.
+        checkpoint: a .safetensors file, a checkpoints folder or a run folder.
+        data: test folders in the paper layout (each one test set).
+        manifest: test manifests.
+        out: report path (OUT.csv, OUT.json and OUT.images.csv are written).
     """
     from unirain_model.config import load_eval_config
     from unirain_model.evaluation import evaluate_checkpoint, format_table, write_reports

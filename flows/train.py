@@ -47,12 +47,13 @@ def train_flow(run: str, config: str, manifest: str | None = None, iters: int | 
                device: str | None = None) -> dict:
     """Train (or resume training) the derainer of run folder `run` with the `train:` section of `config`.
 
-    run: the run folder (checkpoints, reports and TensorBoard logs go inside it).
-    config: run config YAML; its `train:` section names the model config and the schedule.
-    manifest: training pairs (a manifest folder or a paper-layout folder); default: the run's distilled
-        manifest, or its candidates before voting exists.
-    iters: total iterations, overriding the config (a resumed run stops there too).
-    device: auto, cpu, cuda or cuda:N, overriding the config.
+    Args:
+        run: the run folder (checkpoints, reports and TensorBoard logs go inside it).
+        config: run config YAML; its `train:` section names the model config and the schedule.
+        manifest: training pairs (a manifest folder or a paper-layout folder); default: the run's distilled
+            manifest, or its candidates before voting exists.
+        iters: total iterations, overriding the config (a resumed run stops there too).
+        device: auto, cpu, cuda or cuda:N, overriding the config.
     """
     from unirain_model.config import load_train_config
     from unirain_model.trainer import train
