@@ -165,6 +165,11 @@ def wait_for_train(served: Served, run_folder: Path, timeout: float = 120) -> li
     return runs
 
 
+def client_deployments(served: Served) -> list:
+    with served.client() as client:
+        return client.read_deployments()
+
+
 def test_deployments_come_from_prefect_yaml(served):
     with served.client() as client:
         names = {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
@@ -172,6 +177,9 @@ def test_deployments_come_from_prefect_yaml(served):
     assert {"distill/distill", "ingest-stage/ingest", "caption-stage/caption", "embed-stage/embed",
             "retrieve-stage/retrieve", "vote-stage/vote", "select-stage/select", "train/train",
             "evaluate/evaluate"} <= names
+    for deployment in client_deployments(served):  # the UI's form: every run/config field is described
+        props = deployment.parameter_openapi_schema["properties"]
+        assert props["run"].get("description") and props["config"].get("description"), deployment.name
     props = distill.parameter_openapi_schema["properties"]
     assert set(distill.parameter_openapi_schema["required"]) == {"run", "config"}
     assert props["until"]["default"] == "select" and "retrieve" in json.dumps(props["until"])
