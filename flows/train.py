@@ -44,7 +44,7 @@ class _Progress:
 
 @flow(name="train", log_prints=True)
 def train_flow(run: str, config: str, manifest: str | None = None, iters: int | None = None,
-               device: str | None = None) -> dict:
+               device: str | None = None, require_distilled: bool = False) -> dict:
     """Train (or resume training) the derainer of run folder `run` with the `train:` section of `config`.
 
     Args:
@@ -54,7 +54,12 @@ def train_flow(run: str, config: str, manifest: str | None = None, iters: int | 
             manifest, or its candidates before voting exists.
         iters: total iterations, overriding the config (a resumed run stops there too).
         device: auto, cpu, cuda or cuda:N, overriding the config.
+        require_distilled: train only when the run has a distilled manifest; the deployment trigger sets
+            it, so a distill stopped early (`--until retrieve`) does not start training on raw candidates.
     """
+    if require_distilled and not shard_files(RunLayout.at(run).manifest("distilled")):
+        print(f"train: {run} has no distilled manifest (distill stopped before select): nothing to train on")
+        return {"skipped": "no distilled manifest"}
     from unirain_model.config import load_train_config
     from unirain_model.trainer import train
 

@@ -34,6 +34,18 @@ def cached_gallery(run: RunLayout) -> Gallery:
     return _GALLERIES[key]
 
 
+_REF_CACHES: dict[tuple[int, int], RefStatsCache] = {}
+
+
+def shared_ref_cache(gallery: Gallery, ssim_size: int) -> RefStatsCache:
+    """One (thread-safe) cache of reference SSIM statistics per process, shared by its shards."""
+    key = (id(gallery), ssim_size)
+    if key not in _REF_CACHES:
+        _REF_CACHES.clear()
+        _REF_CACHES[key] = RefStatsCache(gallery.paths, ssim_size)
+    return _REF_CACHES[key]
+
+
 def load_gallery(run: RunLayout) -> Gallery:
     """Gallery rows in the text index's id order; indexes of another model or dimension are refused."""
     model_id = embeddings_model(run)
@@ -71,7 +83,7 @@ def retrieve_shard(run: RunLayout, shard: int, gallery: Gallery,
     """(retrieval rows, candidate rejects, gallery rejects) for one shard."""
     rows, rejects = [], []
     rainy_paths = rainy_path_index(run, shard)
-    cache = RefStatsCache(gallery.paths, cfg.ssim_size)
+    cache = shared_ref_cache(gallery, cfg.ssim_size)
     for got, bad in retrieve_stream(gallery, candidate_batches(run, shard, rainy_paths, cfg.batch_size), cfg, cache):
         rows.extend(got)
         rejects.extend(bad)

@@ -3,6 +3,7 @@ default thread runner (shard tasks get paths, ids and config sections, all pickl
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import yaml
 
 from data_manifests import RunLayout, read_manifest
@@ -51,3 +52,12 @@ def test_dask_runner_gives_the_same_manifests(tmp_path, tiny_models, prefect_har
         assert len(a) > 0 or name == "rejects", name
         # floats (embeddings, scores) may differ in the last bits: a Dask worker runs torch on one thread
         pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-4, atol=1e-5, obj=name)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_dask_clusters():
+    """Close the local cluster while pytest's output is still open (not at interpreter exit)."""
+    yield
+    from flows.runners import close_local_clusters
+
+    close_local_clusters()
