@@ -24,11 +24,15 @@ def shard_name(shard: int | str, prefix: str = "part") -> str:
     return f"{prefix}-{label}.parquet"
 
 
-def write_shard(rows, manifest_dir: str | os.PathLike, name: str, schema: ManifestSchema) -> Path:
-    """Validate rows against the schema, sort them, and publish `manifest_dir/name` atomically."""
+def write_shard(rows, manifest_dir: str | os.PathLike, name: str, schema: ManifestSchema,
+                metadata: dict[bytes, bytes] | None = None) -> Path:
+    """Validate rows against the schema, sort them, and publish `manifest_dir/name` atomically.
+    `metadata` adds stage-specific Parquet metadata beside the schema's name and version."""
     table = to_table(rows, schema)
     if table.num_rows:
         table = table.take(pc.sort_indices(table, [(c, "ascending") for c in schema.order]))
+    if metadata:
+        table = table.replace_schema_metadata({**table.schema.metadata, **metadata})
     out_dir = Path(manifest_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / name

@@ -1,7 +1,6 @@
 """Retrieve stage: per candidate shard, the three levels against the run's gallery indexes."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc

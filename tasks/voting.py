@@ -47,7 +47,6 @@ import json
 import os
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,7 +59,6 @@ import pyarrow.parquet as pq
 
 from data_manifests import ManifestError, RunLayout, get_schema, read_manifest, shard_complete, write_shard
 from data_manifests.reader import check_file_schema
-from data_manifests.validate import to_table
 from tasks.config import ModelRef, VoteConfig
 from tasks.judge_cache import JudgeCache, is_final_error
 from tasks.judges.base import Judge, JudgeRequest, JudgeResult
@@ -311,20 +309,9 @@ def write_votes(run: RunLayout, shard: int, rows, rejects: list[dict], meta: Vot
     schema = get_schema(OUTPUT)
     out, rej = output_paths(run, OUTPUT, STAGE, shard)
     write_shard(pd.DataFrame(rejects, columns=get_schema("rejects").columns), rej.parent, rej.name, get_schema("rejects"))
-    table = to_table(pd.DataFrame(rows, columns=schema.columns), schema)
-    if table.num_rows:
-        table = table.take(pc.sort_indices(table, [(c, "ascending") for c in schema.order]))
-    table = table.replace_schema_metadata({**table.schema.metadata, META_KEY: meta.to_json().encode()})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return table.num_rows
+    frame = pd.DataFrame(rows, columns=schema.columns)
+    write_shard(frame, out.parent, out.name, schema, metadata={META_KEY: meta.to_json().encode()})
+    return len(frame)
 
 
 def read_vote_meta(path: str | Path) -> VoteMeta | None:
