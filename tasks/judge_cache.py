@@ -58,6 +58,26 @@ def cache_path(run: RunLayout | str | Path) -> Path:
     return root / "judges" / "answers.sqlite"
 
 
+_INIT_LOCK = threading.Lock()
+
+
+def _init_database(db: sqlite3.Connection, timeout_s: float) -> None:
+    """WAL mode and the table, once per file. Switching the journal mode can answer SQLITE_BUSY at
+    once, without the busy timeout, while another connection (another shard task or worker process)
+    is opening the same file: such a moment is retried."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class JudgeCache:
     """Final judge answers of one run. Thread-safe; open one per task (or share one)."""
 
@@ -66,9 +86,9 @@ class JudgeCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=timeout_s, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        with _INIT_LOCK:
+            _init_database(self._db, timeout_s)
 
     def get_many(self, model_id: str, prompt_version: str, keys: Iterable[Key]) -> dict[Key, JudgeResult]:
         """The cached answers among `keys` (absent keys are simply missing from the result)."""
