@@ -224,3 +224,26 @@ def test_votes_shard_records_its_threshold_and_goes_stale(tmp_path):
     write_votes(run, 1, [], [{"item_id": "q" * 32, "stage": "vote", "reason": UNDECIDED, "detail": "x",
                               "source": "toy", "path": None}], meta)
     assert not shard_current(run, 1, meta)
+
+
+def test_cache_opens_from_many_threads_at_once(tmp_path):
+    """Parallel vote shards open the run's cache together; none may fail with 'database is locked'."""
+    import threading
+
+    from tasks.judge_cache import JudgeCache
+
+    errors = []
+
+    def open_many():
+        try:
+            for _ in range(10):
+                JudgeCache(tmp_path).close()
+        except Exception as exc:  # noqa: BLE001 - the test collects them
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_many) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
