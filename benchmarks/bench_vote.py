@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def write_pairs(folder: Path, n_pairs: int, per_ref: int = 4, seed: int = 0):
@@ -159,12 +160,49 @@ def print_http(rows: list[dict], n_pairs: int) -> None:
                   f"CPU {r['cpu_ms'] - base['cpu_ms']:+.1f} ms")
 
 
+def bench_rerun() -> dict:
+    """`unirain distill` on the demo config (fresh run folder), then the same command again: wall
+    times of both CLI processes and the judge questions answered by the second (must be zero)."""
+    import sqlite3
+    import tempfile
+
+    from flows.demo import CONFIG, prepare
+
+    prepare(ROOT / "demo_run")
+    run = Path(tempfile.mkdtemp(prefix="bench-rerun-")) / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(run.parent / ".prefect")  # a new database, as a user's first run gets
+
+    def distill() -> float:
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "flows.cli", "distill", "--config", str(CONFIG), "--run", str(run)],
+                       env=env, check=True, capture_output=True)
+        return time.perf_counter() - t
+
+    def answers() -> int:
+        with sqlite3.connect(run / "cache" / "judges" / "answers.sqlite") as db:
+            return db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+    first = distill()
+    before = answers()
+    second = distill()
+    return {"first_s": first, "rerun_s": second, "ratio": second / first, "new_answers": answers() - before,
+            "answers": before}
+
+
+def print_rerun(r: dict) -> None:
+    print("\n### Rerunning a completed distill (demo config, CLI processes)\n")
+    print("| first run s | rerun s | rerun / first | judge answers after first | new answers on rerun |")
+    print("|---|---|---|---|---|")
+    print(f"| {r['first_s']:.1f} | {r['rerun_s']:.1f} | {r['ratio']:.2f} | {r['answers']} | {r['new_answers']} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     from flows.prefect_env import configure_offline
 
     configure_offline()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", nargs="+", default=["http"], choices=["http", "cascade"],
+    ap.add_argument("--parts", nargs="+", default=["http"], choices=["http", "cascade", "rerun"],
                     help="http: HTTP vs in-process judge; cascade: judge calls per candidate (benchmarks/vote_cascade.py)")
     ap.add_argument("--pairs", type=int, default=32)
     ap.add_argument("--reps", type=int, default=3)
@@ -178,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         from vote_cascade import bench_cascade, print_cascade  # this folder is on sys.path when run as a script
 
         print_cascade(*bench_cascade())
+    if "rerun" in args.parts:
+        print_rerun(bench_rerun())
     return 0
 
 

@@ -41,16 +41,24 @@ def main(argv: list[str] | None = None) -> int:
     print("== 1/4 synthetic data and tiny models (SYNTHETIC rain, RANDOM-WEIGHT models)")
     prepare(out)
 
+    import pandas as pd
+
+    from data_manifests import RunLayout
     from flows.distill import distill_flow
     from flows.evaluate import evaluate_flow
     from flows.train import train_flow
+    from tasks.funnel import format_table, funnel_table
+    from unirain_model.evaluation import format_table as evaluation_table
 
     print("== 2/4 distillation: ingest -> caption -> embed -> retrieve -> vote -> select")
     distill_flow(run=str(run), config=str(CONFIG))
+    print(format_table(funnel_table(RunLayout.at(run))))
     print("== 3/4 training unirain-s briefly on the distilled pairs")
-    train_flow(run=str(run), config=str(CONFIG))
-    print("== 4/4 evaluation on a synthetic test set")
-    evaluate_flow(run=str(run), config=str(CONFIG), data=[str(out / "data" / "test")])
+    trained = train_flow(run=str(run), config=str(CONFIG))
+    print(f"checkpoint: {trained['checkpoint']} (iteration {trained['iteration']})")
+    print("== 4/4 evaluation on a synthetic test set (PSNR/SSIM per rain type, RGB and Y)")
+    records = evaluate_flow(run=str(run), config=str(CONFIG), data=[str(out / "data" / "test")])
+    print(evaluation_table(pd.DataFrame(records)))
     print(f"\nDemo finished in {time.monotonic() - started:.0f} s.")
     print(f"Manifests: {run / 'manifests'} (read with pandas.read_parquet(folder))")
     print(f"Reports:   {run / 'reports'}   Checkpoints: {run / 'checkpoints'}")

@@ -30,5 +30,11 @@ def run(args) -> int:
         raise UserError(str(exc)) from None
     from ..distill import distill_flow
 
+    from data_manifests import RunLayout
+    from tasks.funnel import format_table, funnel_table
+
     distill_flow(run=args.run, config=args.config, until=args.until)
+    layout = RunLayout.at(args.run)
+    print(f"run {layout.root} (through {args.until})\n" + format_table(funnel_table(layout)))
+    print(f"manifests: {layout.root / 'manifests'}   reports: {layout.reports}")
     return 0
