@@ -216,3 +216,19 @@ def test_cli_evaluate_and_derain(tmp_path, data_dir):
     assert Image.open(tmp_path / "out/a.png").size == (50, 37) and Image.open(tmp_path / "out/b.png").size == (41, 70)
     assert not (tmp_path / "out/c.png").exists()
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nothing"), "--data", str(data_dir)]) == 2
+
+
+def test_cli_train_refuses_bad_input_before_any_work(tmp_path, capsys):
+    from flows.cli import main
+
+    cfg = _run_config(tmp_path)
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--config", str(cfg), "--run", str(tmp_path / "r"), "--manifest", str(tmp_path / "empty")]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert main(["train", "--config", str(cfg), "--run", str(tmp_path / "r")]) == 2  # no manifests in the run
+    assert "candidates" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"train": {"model": "missing.yaml"}}))
+    assert main(["train", "--config", str(bad), "--run", str(tmp_path / "r")]) == 2
+    assert "train.model" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "checkpoints").exists()

@@ -134,6 +134,7 @@ def resolve_model_path(ref: str, config_dir: Path | None = None) -> Path:
     if config_dir is not None:
         candidates.append(config_dir / ref)
     candidates.append(REPO_ROOT / ref)
+    candidates = list(dict.fromkeys(c.absolute() for c in candidates))
     for c in candidates:
         if c.is_file():
             return c.resolve()

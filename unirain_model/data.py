@@ -66,6 +66,28 @@ def read_pairs(path: str | Path, source: str | None = None) -> pd.DataFrame:
     raise DataError(f"{path}: expected a folder (a manifest or the paper layout)")
 
 
+def check_source(path: str | Path) -> None:
+    """The cheap part of `read_pairs`' checks (no image hashing, no full read): raises DataError
+    when `path` is missing, an empty manifest, or a folder with no pairs, so a command can refuse
+    it before starting any work."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data not found: {path}")
+    if path.is_dir() and any(path.glob("*.parquet")):
+        import pyarrow.dataset as pads
+
+        try:
+            rows = pads.dataset(str(path), format="parquet").count_rows()
+        except Exception as exc:
+            raise DataError(f"{path}: cannot read the manifest: {exc}") from None
+        if rows == 0:
+            raise DataError(f"{path}: the manifest is empty (no pairs to train or evaluate on)")
+        return
+    if path.is_dir() and any((path / f / "input").is_dir() and any((path / f / "input").iterdir()) for f in FOLDER_TO_TYPE):
+        return
+    read_pairs(path)  # raises the precise error
+
+
 def _read_manifest(folder: Path) -> pd.DataFrame:
     try:
         frame = pd.read_parquet(folder)
