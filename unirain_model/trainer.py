@@ -239,13 +239,15 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
             raise DataError(f"{ckpt_dir}: checkpoint was trained on types {state['types']}, the data now has {types}; "
                             "use a new run folder")
         if meta["model_config"] != json.loads(json.dumps(mcfg)):
-            raise ValueError(f"{ckpt_dir}: checkpoint model config differs from train.model; use a new run folder")
+            raise ckpt.CheckpointError(f"{ckpt_dir}: checkpoint model config differs from train.model; "
+                                       "use a new run folder")
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(ckpt_dir / latest["checkpoint"]), device="cpu"))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"]) if state.get("scaler") else None
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         reweighter.load_state_dict(state["reweighter"])
         weights = np.asarray(state["weights"], dtype=np.float64)
         _set_rng_state(state["rng"], device)
@@ -344,7 +346,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
                     _write_history(reports / "training_history.csv", history)
             if (it % cfg.ckpt_every == 0 or it == cfg.iters) and ddp.main:
                 result.checkpoint = save()
-            ddp.barrier() if it % cfg.ckpt_every == 0 else None
+            if it % cfg.ckpt_every == 0:
+                ddp.barrier()  # no rank runs ahead of a checkpoint being written
             if bar:
                 bar.update(1)
             if info and progress and ddp.main:
