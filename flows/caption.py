@@ -5,7 +5,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from data_manifests import RunLayout, count_rows
-from tasks.captioners import build_captioner
+from tasks.captioners import build_captioner, captioner_model_id
 from tasks.captioning import STAGE, caption_items, caption_shard
 from tasks.config import CaptionConfig, IngestConfig, ModelRef
 from tasks.loaded_models import cached_model
@@ -35,8 +35,7 @@ def caption_flow(run: str, model: ModelRef, caption: CaptionConfig | None = None
     cfg, ingest = caption or CaptionConfig(), ingest or IngestConfig()
     layout = RunLayout.at(run)
     require_gallery(layout)
-    captioner = cached_model("captioner", model, cfg, build_captioner)
-    check_model(layout, "captions", captioner.model_id)
+    check_model(layout, "captions", captioner_model_id(model))  # the model loads in the shard tasks that run
     totals = run_stage_shards(
         layout, STAGE, "captions", caption_items(layout), "item_id", ingest.num_shards, caption_shard_task,
         lambda i, items: dict(run=str(layout.root), shard=i, items=items, model=model, cfg=cfg, ingest=ingest),

@@ -5,6 +5,7 @@ Each stage is a sub-flow that skips finished shards, so rerunning the same comma
 """
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from prefect import flow
@@ -39,12 +40,14 @@ def distill_flow(run: str, config: str, until: Stage = "select") -> dict:
     runner = make_task_runner(cfg.task_runner)
     last = STAGES.index(until)
     results: dict = {}
+    started = time.monotonic()
     if cfg.sources or cfg.gallery:
         results["ingest"] = ingest_flow.with_options(task_runner=runner)(
             run=str(layout.root), sources=cfg.sources, gallery=cfg.gallery, ingest=cfg.ingest)
     elif count_rows(layout.manifest("candidates"), "candidates") == 0:
         raise ValueError(f"{config} lists no sources and {layout.root} has no candidates manifest: "
                          "add `sources:` and `gallery:` to the config or run `unirain ingest` first")
+    results["seconds"] = {"ingest": round(time.monotonic() - started, 1)}
     run_dir, models = str(layout.root), cfg.models
     stages = [
         ("caption", lambda: caption_flow.with_options(task_runner=runner)(
@@ -61,7 +64,9 @@ def distill_flow(run: str, config: str, until: Stage = "select") -> dict:
     for name, run_stage in stages:
         if STAGES.index(name) > last:
             break
+        started = time.monotonic()
         results[name] = run_stage()
+        results.setdefault("seconds", {})[name] = round(time.monotonic() - started, 1)
     print(f"distill: run {layout.root} (through {until})\n" + format_table(funnel_table(layout)))
     return results
 

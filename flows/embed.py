@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from data_manifests import RunLayout, read_manifest
 from tasks.captioning import caption_items
 from tasks.config import EmbedConfig, IndexConfig, IngestConfig, ModelRef
-from tasks.embedders import build_embedder
+from tasks.embedders import build_embedder, embedder_model_id
 from tasks.embedding import STAGE, build_gallery_indexes, embed_shard
 from tasks.loaded_models import cached_model
 from tasks.stage import check_model, write_result
@@ -40,13 +40,13 @@ def embed_flow(run: str, model: ModelRef, embed: EmbedConfig | None = None, inde
     """Embed every captioned item and (re)build the gallery indexes under RUN/indexes."""
     cfg, index, ingest = embed or EmbedConfig(), index or IndexConfig(), ingest or IngestConfig()
     layout = RunLayout.at(run)
-    embedder = cached_model("embedder", model, cfg, build_embedder)
-    check_model(layout, "embeddings", embedder.model_id)
+    model_id = embedder_model_id(model)  # the model loads in the shard tasks that run
+    check_model(layout, "embeddings", model_id)
     totals = run_stage_shards(
         layout, STAGE, "embeddings", embed_items(layout), "item_id", ingest.num_shards, embed_shard_task,
         lambda i, items: dict(run=str(layout.root), shard=i, items=items, model=model, cfg=cfg, ingest=ingest),
     )
-    totals["index"] = build_indexes_task(str(layout.root), index, embedder.model_id)
+    totals["index"] = build_indexes_task(str(layout.root), index, model_id)
     publish_manifest_link(layout, "embeddings")
     publish_funnel(layout)
     print(f"embed: {totals}")

@@ -64,6 +64,24 @@ class _BlipPreprocess:
         return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
+def blip_model_id(ref: ModelRef) -> str:
+    local = Path(ref.name)
+    model_id = local_model_id("blip", local) if local.is_dir() else f"blip:{ref.name}"
+    prompt = ref.options.get("prompt")
+    return model_id + (f"|prompt={prompt}" if prompt else "")
+
+
+# backend -> the id its model would record, computed without loading it (a finished stage's rerun
+# checks ids without paying for a model load)
+CAPTIONER_IDS = {"blip": blip_model_id}
+
+
+def captioner_model_id(ref: ModelRef) -> str:
+    if ref.backend not in CAPTIONER_IDS:
+        raise ModelLoadError(f"models.captioner.backend: unknown captioner {ref.backend!r}; known: {sorted(CAPTIONERS)}")
+    return CAPTIONER_IDS[ref.backend](ref)
+
+
 @register_captioner("blip")
 class BlipCaptioner(Captioner):
     """BLIP image captioning through transformers; `ref.name` is a hub name or a local folder.
@@ -96,10 +114,7 @@ class BlipCaptioner(Captioner):
             ) from None
         self.model.to(self.device).eval()
         self.preprocess = _BlipPreprocess(self.processor.image_processor)
-        local = Path(ref.name)
-        self.model_id = local_model_id("blip", local) if local.is_dir() else f"blip:{ref.name}"
-        if self.prompt:
-            self.model_id += f"|prompt={self.prompt}"
+        self.model_id = blip_model_id(ref)
 
     def caption_batch(self, pixel_values) -> list[str]:
         import torch

@@ -71,6 +71,13 @@ def open_clip_model_id(name: str, pretrained: str | None) -> str:
     return f"open_clip:{name}:{pretrained or 'random'}"
 
 
+def embedder_model_id(ref: ModelRef) -> str:
+    """The id an embedder records, computed without loading it."""
+    if ref.backend != "open_clip":
+        raise ModelLoadError(f"models.embedder.backend: unknown embedder {ref.backend!r}; known: {sorted(EMBEDDERS)}")
+    return open_clip_model_id(ref.name, ref.pretrained)
+
+
 @register_embedder("open_clip")
 class OpenClipEmbedder(Embedder):
     """open_clip CLIP. `ref.name`: a model name (`ViT-L-14`) with `ref.pretrained` a tag or a local

@@ -202,7 +202,7 @@ def test_completed_distill_triggers_train_on_its_run_folder(served, data, distil
     layout = RunLayout.at(root / "good-run")
     assert len(read_manifest(layout.manifest("distilled"), "distilled")) > 0
     (train,) = wait_for_train(served, layout.root)
-    assert train.parameters == {"run": str(layout.root), "config": str(root / "good.yaml")}
+    assert train.parameters == {"run": str(layout.root), "config": str(root / "good.yaml"), "require_distilled": True}
     train = wait_for_run(served, train.id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=180)
     assert train.state.type.value == "COMPLETED", train.state.message
     assert json.loads((layout.root / "checkpoints" / "latest.json").read_text())  # trained inside that folder

@@ -232,3 +232,14 @@ def test_cli_train_refuses_bad_input_before_any_work(tmp_path, capsys):
     assert main(["train", "--config", str(bad), "--run", str(tmp_path / "r")]) == 2
     assert "train.model" in capsys.readouterr().err
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_triggered_training_skips_a_run_without_distilled_pairs(tmp_path, prefect_harness):
+    """The deployment trigger passes require_distilled: a distill stopped before select trains nothing."""
+    from data_manifests import RunLayout
+    from flows.train import train_flow
+
+    run = RunLayout.at(tmp_path / "run").create()
+    result = train_flow(run=str(run.root), config="configs/demo.yaml", require_distilled=True)
+    assert result == {"skipped": "no distilled manifest"}
+    assert not list(run.checkpoints.iterdir())
