@@ -160,18 +160,29 @@ def print_http(rows: list[dict], n_pairs: int) -> None:
                   f"CPU {r['cpu_ms'] - base['cpu_ms']:+.1f} ms")
 
 
-def bench_rerun() -> dict:
+def bench_rerun(server: bool) -> dict:
     """`unirain distill` on the demo config (fresh run folder), then the same command again: wall
-    times of both CLI processes and the judge questions answered by the second (must be zero)."""
+    times of both CLI processes and the judge questions answered by the second (must be zero).
+    `server`: against a running Prefect server (as deployments run), else each CLI process starts
+    Prefect's embedded API (~10 s on 2 cores, paid by both runs)."""
+    import socket
     import sqlite3
-    import tempfile
 
     from flows.demo import CONFIG, prepare
+    from flows.serve import start_server, wait_healthy
 
     prepare(ROOT / "demo_run")
     run = Path(tempfile.mkdtemp(prefix="bench-rerun-")) / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_HOME"] = str(run.parent / ".prefect")  # a new database, as a user's first run gets
+    proc = None
+    if server:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        proc = start_server(run.parent / ".server", "127.0.0.1", port)
+        env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+        wait_healthy(env["PREFECT_API_URL"], proc)
 
     def distill() -> float:
         t = time.perf_counter()
@@ -183,18 +194,24 @@ def bench_rerun() -> dict:
         with sqlite3.connect(run / "cache" / "judges" / "answers.sqlite") as db:
             return db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
 
-    first = distill()
-    before = answers()
-    second = distill()
-    return {"first_s": first, "rerun_s": second, "ratio": second / first, "new_answers": answers() - before,
-            "answers": before}
+    try:
+        first = distill()
+        before = answers()
+        second = distill()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+    return {"api": "running server" if server else "embedded (per process)", "first_s": first, "rerun_s": second,
+            "ratio": second / first, "new_answers": answers() - before, "answers": before}
 
 
-def print_rerun(r: dict) -> None:
+def print_rerun(rows: list[dict]) -> None:
     print("\n### Rerunning a completed distill (demo config, CLI processes)\n")
-    print("| first run s | rerun s | rerun / first | judge answers after first | new answers on rerun |")
-    print("|---|---|---|---|---|")
-    print(f"| {r['first_s']:.1f} | {r['rerun_s']:.1f} | {r['ratio']:.2f} | {r['answers']} | {r['new_answers']} |")
+    print("| Prefect API | first run s | rerun s | rerun / first | judge answers after first | new answers on rerun |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['api']} | {r['first_s']:.1f} | {r['rerun_s']:.1f} | {r['ratio']:.2f} | {r['answers']} | {r['new_answers']} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print_cascade(*bench_cascade())
     if "rerun" in args.parts:
-        print_rerun(bench_rerun())
+        print_rerun([bench_rerun(server=False), bench_rerun(server=True)])
     return 0
 
 
