@@ -13,20 +13,14 @@ from prefect import flow
 
 from data_manifests import RunLayout
 
-from .caption import caption_flow
 from .config import load_run_config
-from .distill import _judges, _required
-from .embed import embed_flow
-from .ingest import ingest_flow
-from .retrieve import retrieve_flow
+from .distill import run_stage
 from .runners import make_task_runner
-from .select import select_flow
-from .vote import vote_flow
 
 
-def _load(run: str, config: str):
+def _stage(name: str, run: str, config: str, **extra) -> dict:
     cfg = load_run_config(config)
-    return cfg, str(RunLayout.at(run).create().root), make_task_runner(cfg.task_runner)
+    return run_stage(name, cfg, str(RunLayout.at(run).create().root), make_task_runner(cfg.task_runner), **extra)
 
 
 @flow(name="ingest-stage", log_prints=True)
@@ -37,9 +31,7 @@ def ingest_stage(run: str, config: str) -> dict:
         run: the run folder (created if missing).
         config: a run config YAML (configs/paper.yaml, configs/demo.yaml, ...).
     """
-    cfg, run_dir, runner = _load(run, config)
-    return ingest_flow.with_options(task_runner=runner)(
-        run=run_dir, sources=cfg.sources, gallery=cfg.gallery, ingest=cfg.ingest)
+    return _stage("ingest", run, config)
 
 
 @flow(name="caption-stage", log_prints=True)
@@ -50,10 +42,7 @@ def caption_stage(run: str, config: str) -> dict:
         run: the run folder (ingested).
         config: a run config YAML.
     """
-    cfg, run_dir, runner = _load(run, config)
-    return caption_flow.with_options(task_runner=runner)(
-        run=run_dir, model=_required(cfg.models.captioner, "models.captioner"), caption=cfg.caption,
-        ingest=cfg.ingest)
+    return _stage("caption", run, config)
 
 
 @flow(name="embed-stage", log_prints=True)
@@ -64,10 +53,7 @@ def embed_stage(run: str, config: str) -> dict:
         run: the run folder (captioned).
         config: a run config YAML.
     """
-    cfg, run_dir, runner = _load(run, config)
-    return embed_flow.with_options(task_runner=runner)(
-        run=run_dir, model=_required(cfg.models.embedder, "models.embedder"), embed=cfg.embed, index=cfg.index,
-        ingest=cfg.ingest)
+    return _stage("embed", run, config)
 
 
 @flow(name="retrieve-stage", log_prints=True)
@@ -78,8 +64,7 @@ def retrieve_stage(run: str, config: str) -> dict:
         run: the run folder (embedded and indexed).
         config: a run config YAML.
     """
-    cfg, run_dir, runner = _load(run, config)
-    return retrieve_flow.with_options(task_runner=runner)(run=run_dir, retrieval=cfg.retrieval, ingest=cfg.ingest)
+    return _stage("retrieve", run, config)
 
 
 @flow(name="vote-stage", log_prints=True)
@@ -90,9 +75,7 @@ def vote_stage(run: str, config: str) -> dict:
         run: the run folder (retrieved).
         config: a run config YAML.
     """
-    cfg, run_dir, runner = _load(run, config)
-    return vote_flow.with_options(task_runner=runner)(
-        run=run_dir, judges=_judges(cfg.models.judges), vote=cfg.vote, ingest=cfg.ingest)
+    return _stage("vote", run, config)
 
 
 @flow(name="select-stage", log_prints=True)
@@ -104,5 +87,4 @@ def select_stage(run: str, config: str, threshold: float | None = None) -> dict:
         config: a run config YAML (its `vote.threshold` and `select:` thresholds).
         threshold: p_real threshold overriding `vote.threshold` for this cut.
     """
-    cfg, run_dir, _ = _load(run, config)
-    return select_flow(run=run_dir, vote=cfg.vote, select=cfg.select, threshold=threshold)
+    return _stage("select", run, config, threshold=threshold)
