@@ -6,6 +6,7 @@ probing happen later in `tasks.ingest`.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +65,18 @@ def image_files(folder: Path, recursive: bool = False) -> list[Path]:
     """
     if not folder.is_dir():
         return []
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith(".")
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    found: list[Path] = []
+    pending = [str(folder)]
+    while pending:  # os.scandir knows file types from the directory itself: no stat per file
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue  # hidden files and folders, and our own temporary files
+                if entry.is_file():
+                    found.append(Path(entry.path))
+                elif recursive and entry.is_dir():
+                    pending.append(entry.path)
+    return sorted(found)
 
 
 def find_child(root: Path, names: Iterable[str]) -> Path | None:
