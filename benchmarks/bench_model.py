@@ -45,8 +45,9 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_interleaved(fns: dict[str, Callable[[], None]], reps: int, device) -> dict[str, tuple[float, float]]:
-    """Median (wall s, process-CPU s) per function; one warm-up call each, then round-robin reps."""
+def interleaved_samples(fns: dict[str, Callable[[], None]], reps: int, device) -> dict[str, list[tuple[float, float]]]:
+    """(wall s, process-CPU s) per rep and function; one warm-up call each, then round-robin reps,
+    so load on a shared machine hits every function alike."""
     samples: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
     for fn in fns.values():
         fn()
@@ -57,26 +58,20 @@ def time_interleaved(fns: dict[str, Callable[[], None]], reps: int, device) -> d
             fn()
             sync(device)
             samples[name].append((time.perf_counter() - w0, time.process_time() - c0))
+    return samples
+
+
+def time_interleaved(fns: dict[str, Callable[[], None]], reps: int, device) -> dict[str, tuple[float, float]]:
+    """Median (wall s, process-CPU s) per function."""
     return {k: (statistics.median(s[0] for s in v), statistics.median(s[1] for s in v))
-            for k, v in samples.items()}
+            for k, v in interleaved_samples(fns, reps, device).items()}
 
 
 def time_best(fns: dict[str, Callable[[], None]], reps: int, device) -> dict[str, dict[str, float]]:
-    """Like `time_interleaved`, but per function the best and median wall seconds and the best CPU
-    seconds. On a shared, loaded machine the best of the reps is the steadiest number (interference
-    only ever adds time); the median is shown beside it."""
-    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(reps):
-        for name, fn in fns.items():
-            sync(device)
-            w0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            sync(device)
-            samples[name].append((time.perf_counter() - w0, time.process_time() - c0))
+    """Per function the best and median wall seconds and the best CPU seconds. On a shared, loaded
+    machine the best of the reps is the steadiest number (interference only ever adds time)."""
     return {k: {"wall": min(s[0] for s in v), "wall_median": statistics.median(s[0] for s in v),
-                "cpu": min(s[1] for s in v)} for k, v in samples.items()}
+                "cpu": min(s[1] for s in v)} for k, v in interleaved_samples(fns, reps, device).items()}
 
 
 TIMING_HEADER = ["G MACs", "best wall ms", "median wall ms", "best cpu ms", "wall ÷ first", "cpu ÷ first"]

@@ -22,6 +22,11 @@ class Captioner(ABC):
     model_id: str  # recorded in the `captions` manifest's `model` column
     preprocess: Callable  # PIL.Image (RGB) -> torch.Tensor; picklable, no model inside
 
+    @staticmethod
+    @abstractmethod
+    def model_id_for(ref: ModelRef) -> str:
+        """The `model_id` this backend records for `ref`, without loading anything."""
+
     @abstractmethod
     def caption_batch(self, pixel_values) -> list[str]:
         """Captions for a stacked batch of `preprocess` outputs."""
@@ -64,22 +69,11 @@ class _BlipPreprocess:
         return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
-def blip_model_id(ref: ModelRef) -> str:
-    local = Path(ref.name)
-    model_id = local_model_id("blip", local) if local.is_dir() else f"blip:{ref.name}"
-    prompt = ref.options.get("prompt")
-    return model_id + (f"|prompt={prompt}" if prompt else "")
-
-
-# backend -> the id its model would record, computed without loading it (a finished stage's rerun
-# checks ids without paying for a model load)
-CAPTIONER_IDS = {"blip": blip_model_id}
-
-
 def captioner_model_id(ref: ModelRef) -> str:
-    if ref.backend not in CAPTIONER_IDS:
+    """The id a captioner records, computed without loading it (a finished stage's rerun loads nothing)."""
+    if ref.backend not in CAPTIONERS:
         raise ModelLoadError(f"models.captioner.backend: unknown captioner {ref.backend!r}; known: {sorted(CAPTIONERS)}")
-    return CAPTIONER_IDS[ref.backend](ref)
+    return CAPTIONERS[ref.backend].model_id_for(ref)
 
 
 @register_captioner("blip")
@@ -114,7 +108,14 @@ class BlipCaptioner(Captioner):
             ) from None
         self.model.to(self.device).eval()
         self.preprocess = _BlipPreprocess(self.processor.image_processor)
-        self.model_id = blip_model_id(ref)
+        self.model_id = self.model_id_for(ref)
+
+    @staticmethod
+    def model_id_for(ref: ModelRef) -> str:
+        local = Path(ref.name)
+        model_id = local_model_id("blip", local) if local.is_dir() else f"blip:{ref.name}"
+        prompt = ref.options.get("prompt")
+        return model_id + (f"|prompt={prompt}" if prompt else "")
 
     def caption_batch(self, pixel_values) -> list[str]:
         import torch

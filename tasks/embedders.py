@@ -31,6 +31,11 @@ class Embedder(ABC):
     normalised: bool = True
     preprocess: Callable  # PIL.Image (RGB) -> torch.Tensor (C, H, W)
 
+    @staticmethod
+    @abstractmethod
+    def model_id_for(ref: ModelRef) -> str:
+        """The `model_id` this backend records for `ref`, without loading anything."""
+
     @abstractmethod
     def encode_images(self, batch) -> np.ndarray:
         """(n, dim) float32, L2-normalised, for a stacked batch of `preprocess` outputs."""
@@ -72,10 +77,10 @@ def open_clip_model_id(name: str, pretrained: str | None) -> str:
 
 
 def embedder_model_id(ref: ModelRef) -> str:
-    """The id an embedder records, computed without loading it."""
-    if ref.backend != "open_clip":
+    """The id an embedder records, computed without loading it (a finished stage's rerun loads nothing)."""
+    if ref.backend not in EMBEDDERS:
         raise ModelLoadError(f"models.embedder.backend: unknown embedder {ref.backend!r}; known: {sorted(EMBEDDERS)}")
-    return open_clip_model_id(ref.name, ref.pretrained)
+    return EMBEDDERS[ref.backend].model_id_for(ref)
 
 
 @register_embedder("open_clip")
@@ -107,8 +112,12 @@ class OpenClipEmbedder(Embedder):
             ) from None
         self.model = model.eval()
         self.preprocess = preprocess
-        self.model_id = open_clip_model_id(ref.name, ref.pretrained)
+        self.model_id = self.model_id_for(ref)
         self.dim = int(self.encode_texts(["a"]).shape[1])
+
+    @staticmethod
+    def model_id_for(ref: ModelRef) -> str:
+        return open_clip_model_id(ref.name, ref.pretrained)
 
     def _input_dtype(self):
         import torch

@@ -33,7 +33,8 @@ def funnel_table(run: RunLayout) -> pd.DataFrame:
         stage_rejects = rejects[rejects["stage"] == stage]
         if not shard_files(folder) and not len(stage_rejects):
             continue
-        kept = read_manifest(folder, manifest)
+        columns = [id_col] + ([row_filter[0]] if row_filter else [])  # never the embedding vectors
+        kept = read_manifest(folder, manifest, columns=columns)
         if row_filter and len(kept):
             kept = kept[kept[row_filter[0]] == row_filter[1]]
         kept_sources = kept[id_col].drop_duplicates().map(source_of).dropna() if len(kept) else pd.Series([], dtype=str)

@@ -187,7 +187,7 @@ def ingest_complete(run: RunLayout, signature: str, num_shards: int) -> bool:
     if not marker.is_file() or json.loads(marker.read_text()).get("signature") != signature:
         return False
     return all(
-        shard_complete(run.manifest(stage if stage != "rejects" else "rejects") / shard_name(i, prefix), get_schema(stage))
+        shard_complete(run.manifest(stage) / shard_name(i, prefix), get_schema(stage))
         for stage, prefix in OUTPUTS for i in range(num_shards)
     )
 
