@@ -45,13 +45,16 @@ def _dataset(manifest_dir, schema: ManifestSchema | str, prefix: str = "") -> ds
     return ds.dataset([str(p) for p in files], schema=schema.arrow, format="parquet")
 
 
-def read_table(manifest_dir, schema: ManifestSchema | str, columns=None, prefix: str = "") -> pa.Table:
+def read_table(manifest_dir, schema: ManifestSchema | str, columns=None, prefix: str = "",
+               filter: "ds.Expression | None" = None) -> pa.Table:
+    """`filter` (a `pyarrow.dataset` expression) is applied while scanning, batch by batch, so rows
+    it drops are never held in memory together."""
     schema = get_schema(schema) if isinstance(schema, str) else schema
     dataset = _dataset(manifest_dir, schema, prefix)
     if dataset is None:
         table = schema.arrow.empty_table()
         return table.select(columns) if columns else table
-    return dataset.to_table(columns=columns)
+    return dataset.to_table(columns=columns, filter=filter)
 
 
 def read_manifest(manifest_dir, schema: ManifestSchema | str, columns=None, prefix: str = "") -> pd.DataFrame:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from data_manifests import RunLayout, get_schema, read_table
 
@@ -77,11 +77,12 @@ def embed_shard(items: pd.DataFrame, embedder: Embedder, cfg: EmbedConfig,
 
 
 def read_embeddings(run: RunLayout, kind: str, ids: list[str] | None = None, columns=None) -> pa.Table:
-    table = read_table(run.manifest("embeddings"), get_schema("embeddings"), columns=columns)
-    mask = pc.equal(table.column("kind"), kind)
+    """Embeddings of one kind; filtered while scanning, so reading the gallery's never loads every
+    candidate's vectors."""
+    wanted = ds.field("kind") == kind
     if ids is not None:
-        mask = pc.and_(mask, pc.is_in(table.column("item_id"), value_set=pa.array(ids, pa.string())))
-    return table.filter(mask)
+        wanted = wanted & ds.field("item_id").isin(pa.array(ids, pa.string()))
+    return read_table(run.manifest("embeddings"), get_schema("embeddings"), columns=columns, filter=wanted)
 
 
 def build_gallery_indexes(run: RunLayout, cfg: IndexConfig, model_id: str) -> dict:
