@@ -8,7 +8,7 @@ CoBa with history 10, τ = 5, 20 warm-up evaluations, floor 0.1 (the authors' tr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,8 +28,11 @@ class ReweightingConfig(_Section):
     kind: Literal["coba", "uniform"] = "coba"
     history: int = Field(10, ge=1, description="validation losses (and slopes) CoBa looks back over")
     tau: float = Field(5.0, gt=0, description="temperature of the divergence factor AF")
-    warmup_evals: int = Field(20, ge=0, description="evaluations with uniform weights before CoBa starts")
+    warmup_evals: int = Field(20, ge=0, description="reweighting updates (clock ticks) with uniform weights before CoBa starts")
     min_weight: float = Field(0.1, ge=0, le=0.25, description="floor per type (min_weight·N <= 1)")
+    every: Literal["epoch"] | Annotated[int, Field(ge=1)] | None = Field(
+        None, description="the reweighting clock: 'epoch' (one pass over the training pairs, the released "
+                          "code), N iterations, or null = at every evaluation (eval_every)")
 
 
 class TrainConfig(_Section):
@@ -48,6 +51,9 @@ class TrainConfig(_Section):
     val_crop: int | None = Field(128, ge=8, description="centre crop for the validation loss; null = whole images")
     val_max_per_type: int | None = Field(64, ge=1)
     reweighting: ReweightingConfig = ReweightingConfig()
+    sampler: Literal["balanced", "shuffle"] = Field(
+        "balanced", description="balanced: every batch round-robins the rain types; shuffle: one merged list "
+                                "shuffled each epoch (the released code; batches follow the data's type mix)")
     num_workers: int = Field(2, ge=0)
     seed: int = 0
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")

@@ -5,10 +5,15 @@ Pairs come from either
   e.g. `RUN/manifests/distilled` or `RUN/manifests/candidates`), or
 - a folder `DIR/{drs,drd,nrs,nrd}/{input,target}/NAME.ext` (pairs by file name, type by folder).
 
-Training samples are a pure function of (seed, global sample index): the index fixes the rain type
-(round-robin over the types present, so every batch is type-balanced), the pair, the crop and the
-flip/rotation. A resumed run therefore sees exactly the batches an uninterrupted run would, with no
-sampler state to save, and DDP ranks take disjoint index ranges.
+Training samples are a pure function of (seed, global sample index g), so a resumed run sees exactly
+the batches an uninterrupted run would, with no sampler state to save, and DDP ranks take disjoint
+index ranges. `g` fixes the pair, the crop and the flip/rotation; which pair depends on the sampler:
+- `balanced` (ours): type `types[g mod N]` (round-robin, so every batch is type-balanced), then a
+  random pair of that type;
+- `shuffle` (the authors' released code): one merged list of all training pairs, permuted afresh each
+  epoch (seeded by (seed, epoch)); an epoch is `iters_per_epoch` iterations and visits every pair
+  once (the last iteration of an epoch wraps to the permutation's start, as torch's DistributedSampler
+  pads). Batches then mix the types in the data's proportions.
 
 A pair whose images cannot be read (or whose sizes differ) is skipped with one warning, never a crash.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,22 +232,60 @@ class TypeTable:
         return cls(types, pairs)
 
 
-class TrainCrops(Dataset):
-    """Item g: a random crop of a pair of type `types[g % N]`, seeded by (seed, g)."""
+SAMPLERS = ("balanced", "shuffle")
 
-    def __init__(self, table: TypeTable, crop: int, seed: int, max_tries: int = 20):
+
+def iters_per_epoch(num_pairs: int, batch_size: int, world_size: int = 1) -> int:
+    """Iterations in one pass over `num_pairs` training pairs at `batch_size` per rank (ceil, like a
+    DataLoader without drop_last): the length of an epoch for both samplers and the reweighting clock."""
+    return max(1, math.ceil(num_pairs / (batch_size * world_size)))
+
+
+class TrainCrops(Dataset):
+    """Item g: a random crop of a pair chosen by `sampler` (see the module doc), seeded by (seed, g).
+
+    `samples_per_iter` (= batch size × world size) decodes g into (iteration, slot) for `shuffle`.
+    """
+
+    def __init__(self, table: TypeTable, crop: int, seed: int, max_tries: int = 20, sampler: str = "balanced",
+                 samples_per_iter: int = 1):
+        if sampler not in SAMPLERS:
+            raise ValueError(f"train.sampler: unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
         self.table, self.crop, self.seed, self.max_tries = table, crop, seed, max_tries
+        self.sampler, self.samples_per_iter = sampler, samples_per_iter
         self._bad: set[str] = set()
+        # shuffle: the merged list, as (type index, index within the type)
+        self._flat = [(t, i) for t, pairs in enumerate(table.pairs) for i in range(len(pairs))]
+        self._epoch_iters = iters_per_epoch(len(self._flat), samples_per_iter)
+        self._perm: tuple[int, np.ndarray] | None = None  # the current epoch's permutation
 
     def __len__(self) -> int:  # indices come from the sampler; any g is valid
         return 2**62
 
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, 1, epoch]).permutation(len(self._flat)))
+        return self._perm[1]
+
+    def pick(self, g: int) -> tuple[int, int]:
+        """(type index, pair index within the type) of sample g — no image is read."""
+        if self.sampler == "balanced":
+            t = g % len(self.table.types)
+            return t, int(np.random.default_rng([self.seed, g]).integers(len(self.table.pairs[t])))
+        it, slot = divmod(g, self.samples_per_iter)
+        epoch, it_in_epoch = divmod(it, self._epoch_iters)
+        pos = (it_in_epoch * self.samples_per_iter + slot) % len(self._flat)
+        return self._flat[int(self._permutation(epoch)[pos])]
+
     def __getitem__(self, g: int):
-        t = g % len(self.table.types)
+        t, first = self.pick(g)
         candidates = self.table.pairs[t]
         rng = np.random.default_rng([self.seed, g])
-        for _ in range(self.max_tries):
-            rainy, clean = candidates[int(rng.integers(len(candidates)))]
+        if self.sampler == "balanced":
+            rng.integers(len(candidates))  # `pick` drew the first pair from this stream: stay in step
+        for attempt in range(self.max_tries):
+            # a bad pair is replaced by a random readable pair of the same type
+            rainy, clean = candidates[first if attempt == 0 else int(rng.integers(len(candidates)))]
             if rainy in self._bad:
                 continue
             try:
@@ -283,10 +327,11 @@ class IndexRange(Sampler[int]):
 
 
 def train_loader(table: TypeTable, crop: int, batch_size: int, seed: int, start_iter: int, stop_iter: int,
-                 num_workers: int = 0, rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> DataLoader:
+                 num_workers: int = 0, rank: int = 0, world_size: int = 1, pin_memory: bool = False,
+                 sampler: str = "balanced") -> DataLoader:
     """Batches for iterations start_iter..stop_iter-1, identical whatever the start (resume)."""
     return DataLoader(
-        TrainCrops(table, crop, seed),
+        TrainCrops(table, crop, seed, sampler=sampler, samples_per_iter=batch_size * world_size),
         batch_size=batch_size,
         sampler=IndexRange(start_iter, stop_iter, batch_size, rank, world_size),
         num_workers=num_workers,

@@ -30,7 +30,8 @@ import torch.distributed as dist
 
 from unirain_model import checkpoint as ckpt
 from unirain_model.config import TrainConfig, model_config
-from unirain_model.data import DataError, TypeTable, read_pairs, split_train_val, train_loader, val_loaders
+from unirain_model.data import (DataError, TypeTable, iters_per_epoch, read_pairs, split_train_val, train_loader,
+                                 val_loaders)
 from unirain_model.reweighting import build_reweighter, weighted_type_loss
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,14 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def reweighting_period(every: str | int | None, eval_every: int, epoch_iters: int) -> int:
+    """Iterations between reweighter updates: `train.reweighting.every` = 'epoch' (one pass over the
+    training pairs, the authors' released clock), N, or None = every evaluation (`eval_every`)."""
+    if every is None:
+        return eval_every
+    return epoch_iters if every == "epoch" else int(every)
+
+
 # ----------------------------------------------------------------------------- validation
 @torch.no_grad()
 def validate(model: torch.nn.Module, loaders: dict[str, Any], device: torch.device, autocast, ddp: _Dist) -> dict[str, dict[str, float]]:
@@ -159,7 +168,9 @@ def _read_history(path: Path, upto: int) -> list[dict[str, Any]]:
     with open(path, newline="") as f:
         rows = [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(f)]
     for r in rows:
-        r["iteration"] = int(r["iteration"])
+        for key in ("iteration", "reweighted"):
+            if r.get(key) is not None:
+                r[key] = int(r[key])
     return [r for r in rows if r["iteration"] <= upto]
 
 
@@ -211,6 +222,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
     reweighter = build_reweighter(kind, len(types), history=rw.history, tau=rw.tau,
                                   warmup_evals=rw.warmup_evals, min_weight=rw.min_weight)
     weights = np.full(len(types), 1.0 / len(types))
+    epoch_iters = iters_per_epoch(len(train_pairs), cfg.batch_size, ddp.world)
+    rw_period = reweighting_period(rw.every, cfg.eval_every, epoch_iters)
 
     torch.manual_seed(cfg.seed)
     from unirain_model.archs import build_model
@@ -252,6 +265,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
         weights = np.asarray(state["weights"], dtype=np.float64)
         _set_rng_state(state["rng"], device)
         start = int(state["iteration"])
+        if state.get("train_pairs", len(train_pairs)) != len(train_pairs):
+            warnings.warn(f"{data}: {len(train_pairs)} training pairs now, {state['train_pairs']} when the checkpoint "
+                          "was written: the resumed run's batches and epochs differ from an uninterrupted one", stacklevel=2)
         history = _read_history(reports / "training_history.csv", start)
         if ddp.main:
             log.info("resuming %s at iteration %d of %d", run_dir, start, cfg.iters)
@@ -274,7 +290,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
         writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1 if start else None)
     vloaders = val_loaders(val_table, cfg.val_crop, cfg.batch_size, cfg.val_max_per_type, 0, ddp.rank, ddp.world)
     loader = train_loader(train_table, cfg.crop, cfg.batch_size, cfg.seed, start, cfg.iters,
-                          cfg.num_workers, ddp.rank, ddp.world, pin_memory=device.type == "cuda")
+                          cfg.num_workers, ddp.rank, ddp.world, pin_memory=device.type == "cuda", sampler=cfg.sampler)
     bar = None
     if ddp.main and show_progress_bar:
         from tqdm.auto import tqdm
@@ -285,7 +301,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                  "rng": _rng_state(device), "reweighter": reweighter.state_dict(),
-                 "weights": [float(w) for w in weights], "types": types, "train_config": cfg.model_dump(mode="json")}
+                 "weights": [float(w) for w in weights], "types": types, "train_config": cfg.model_dump(mode="json"),
+                 "train_pairs": len(train_pairs), "epoch_iters": epoch_iters}
         path = ckpt.save_checkpoint(ckpt_dir, model, mcfg, it, types, state, keep=cfg.keep_checkpoints)
         _write_history(reports / "training_history.csv", history)
         plot_history(history, types, reports / "training_history.png")
@@ -324,14 +341,19 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
                 if bar:
                     bar.set_postfix(loss=f"{info['loss']:.4f}", lr=f"{lr:.2e}")
                 t0, loss_sum, loss_n = time.perf_counter(), torch.zeros((), device=device), 0
-            if it % cfg.eval_every == 0 or it == cfg.iters:
+            rw_due = it % rw_period == 0  # the reweighting clock (a pure function of `it`: resume keeps it)
+            if it % cfg.eval_every == 0 or it == cfg.iters or rw_due:
                 val = validate(net, vloaders, device, autocast, ddp)
                 losses = np.array([val[t]["l1"] for t in types])
-                if np.all(np.isfinite(losses)):
+                # With its own clock (`every` set) CoBa updates on its ticks only; evaluations in between are
+                # logged and keep the weights. Without one it updates at every evaluation.
+                update = rw_due or rw.every is None
+                if update and np.all(np.isfinite(losses)):
                     weights = reweighter.update(losses)
-                else:
+                elif update:
                     warnings.warn(f"iteration {it}: no readable validation pair for some type; weights kept", stacklevel=2)
                 row = _history_row(it, types, val, weights, reweighter)
+                row["reweighted"] = int(update)  # 1 where the reweighter took this evaluation's losses
                 history.append(row)
                 info.update({"val_l1": {t: val[t]["l1"] for t in types}, "weights": dict(zip(types, weights.tolist()))})
                 if writer:
