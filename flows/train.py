@@ -2,7 +2,10 @@
 
 Thin: resolve the config and data, run `unirain_model.trainer.train`, and mirror its progress in a
 Prefect progress artifact; the per-type validation losses and weights land in
-`RUN/reports/training_history.{csv,png}` and a table artifact.
+`RUN/reports/training_history.{csv,png}` and a table artifact. The training report shows the last
+validation per type beside the rainy inputs' own score on the same crops, and when the config's
+`evaluate:` section names test data the final checkpoint is evaluated there (the `evaluate` flow:
+model, input and gain per rain type, before/after grids).
 """
 from __future__ import annotations
 
@@ -60,10 +63,11 @@ def train_flow(run: str, config: str, manifest: str | None = None, iters: int | 
     if require_distilled and not shard_files(RunLayout.at(run).manifest("distilled")):
         print(f"train: {run} has no distilled manifest (distill stopped before select): nothing to train on")
         return {"skipped": "no distilled manifest"}
-    from unirain_model.config import load_train_config
+    from unirain_model.config import load_eval_config, load_train_config
     from unirain_model.trainer import train
 
     cfg = load_train_config(config, iters=iters, device=device)
+    eval_cfg = load_eval_config(config, device=device)  # a bad evaluate: section fails now, not after training
     layout = RunLayout.at(run).create()
     data = training_data(run, manifest)
     artifact_id = create_progress_artifact(progress=0.0, key=artifact_key(layout, "training-progress"),
@@ -75,14 +79,38 @@ def train_flow(run: str, config: str, manifest: str | None = None, iters: int | 
 
         publish_table(layout, "training-history", pd.DataFrame(result.history).tail(50),
                       "Per-type validation L1/PSNR, CoBa TBS/TSS/AF and training weights per evaluation")
+    final_val = final_validation_table(result.history[-1], result.types) if result.history else ""
     create_markdown_artifact(
         key=artifact_key(layout, "training-report"),
         markdown=(f"# Training\n\nCheckpoint: `{result.checkpoint}` (iteration {result.iteration} of {cfg.iters}, "
                   f"resumed from {result.resumed_from})\n\nRain types: {', '.join(result.types)}\n\n"
+                  + (f"{final_val}\n\n" if final_val else "") +
                   f"History: `{layout.reports / 'training_history.csv'}`, chart: `{layout.reports / 'training_history.png'}`\n\n"
-                  f"TensorBoard: `tensorboard --logdir {layout.root / 'tensorboard'}`\n"),
-        description="Where the training outputs are",
+                  f"TensorBoard: `tensorboard --logdir {layout.root / 'tensorboard'}` (scalars; input | output | target "
+                  f"grids under Images at every validation)\n"),
+        description="Where the training outputs are, and the last validation against the rainy inputs",
     )
+    if final_val:
+        print(final_val)
     print(f"train: iteration {result.iteration}/{cfg.iters}, checkpoint {result.checkpoint}")
-    return {"checkpoint": str(result.checkpoint) if result.checkpoint else None, "iteration": result.iteration,
-            "types": result.types}
+    out = {"checkpoint": str(result.checkpoint) if result.checkpoint else None, "iteration": result.iteration,
+           "types": result.types}
+    if result.checkpoint and (eval_cfg.data or eval_cfg.manifests):
+        from .evaluate import evaluate_flow
+
+        out["evaluation"] = evaluate_flow(run=str(layout.root), config=config, checkpoint=str(result.checkpoint),
+                                          device=device)
+    return out
+
+
+def final_validation_table(row: dict, types: list[str]) -> str:
+    """Markdown: the last validation's PSNR per type (training crops) beside the rainy inputs' own."""
+    lines = ["Last validation (validation split, centre crops; PSNR in dB; input = the rainy crop itself):", "",
+             "| rain type | PSNR | input | gain |", "|---|---|---|---|"]
+    for t in types:
+        model, base = row.get(f"val_psnr_{t}"), row.get(f"input_psnr_{t}")
+        if model is None:
+            continue
+        gain = f"{model - base:+.2f}" if base is not None else "-"
+        lines.append(f"| {t} | {model:.2f} | {'-' if base is None else f'{base:.2f}'} | {gain} |")
+    return "\n".join(lines)

@@ -72,6 +72,10 @@ class EvalConfig(_Section):
     tile_overlap: int = Field(32, ge=0)
     device: str = "auto"
     save_images: bool = False
+    protocol: Literal["basicsr", "released"] = Field(
+        "basicsr", description="basicsr (BasicSR PSNR/SSIM, RGB and Y) or released (the authors' test.py: crop to "
+                               "multiples of 16, scikit-image SSIM on RGB)")
+    grid_images: int = Field(3, ge=0, description="images per rain type in the before/after grids; 0 = none")
 
 
 def _format(exc: ValidationError, prefix: str) -> str:

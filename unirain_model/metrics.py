@@ -10,6 +10,15 @@ Inputs are uint8 H×W×3 **RGB** arrays (what PIL gives). The numbers equal Basi
 - `crop_border` pixels removed from every edge first.
 The Gaussian filter is separable, so two 1-D passes replace cv2's 2-D `filter2D` (same result up to
 floating-point rounding, far below the 1e-5 tolerance).
+
+Two protocols (`score(..., protocol=)`), because published figures use either and they differ:
+- `basicsr` (default): the above on the output rounded to uint8, RGB and Y.
+- `released`: the authors' released `test.py` (PromptIR's convention): the rainy and clean images are
+  centre-cropped to a multiple of 16 *before* inference, the clamped float output is not rounded,
+  PSNR with data_range 1 and scikit-image's default SSIM (7×7 uniform window, sample covariance,
+  data_range 1) on RGB. That SSIM is lower than BasicSR's on the same pair (0.3176 vs 0.3322 on one
+  noisy pair), so a figure means nothing without its protocol. The released code reports no Y
+  figures: under `released` the Y columns are NaN.
 """
 from __future__ import annotations
 
@@ -18,6 +27,14 @@ from scipy.ndimage import correlate1d
 
 _C1 = (0.01 * 255) ** 2
 _C2 = (0.03 * 255) ** 2
+
+PROTOCOLS = ("basicsr", "released")
+RELEASED_BASE = 16  # the released test.py crops every test image to a multiple of 16
+PROTOCOL_NOTES = {
+    "basicsr": "BasicSR: uint8 output; PSNR; SSIM 11x11 Gaussian (sigma 1.5), valid window, channel mean; RGB and Y (BT.601)",
+    "released": "released test.py: centre crop to a multiple of 16, float output; PSNR; "
+                "scikit-image SSIM (7x7 uniform window), RGB only",
+}
 
 
 def gaussian_kernel_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
@@ -102,3 +119,70 @@ def to_uint8(x) -> np.ndarray:
             x = x.transpose(1, 2, 0)
     x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
     return np.round(x * 255.0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- protocols
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    return protocol
+
+
+def crop_to_multiple(img: np.ndarray, base: int = RELEASED_BASE) -> np.ndarray:
+    """Centre crop of H×W(×C) down to multiples of `base`, exactly as the released code's `crop_img`
+    (offset floor(remainder / 2) on each axis)."""
+    h, w = img.shape[:2]
+    ch, cw = h % base, w % base
+    if h - ch == 0 or w - cw == 0:
+        raise ValueError(f"image {w}x{h} is smaller than {base}x{base}: nothing left after cropping to a multiple of {base}")
+    return img[ch // 2 : h - ch + ch // 2, cw // 2 : w - cw + cw // 2, ...]
+
+
+def prepare_pair(rainy: np.ndarray, clean: np.ndarray, protocol: str = "basicsr") -> tuple[np.ndarray, np.ndarray]:
+    """The images a protocol feeds to the network and scores against (released: cropped to 16s)."""
+    if check_protocol(protocol) == "released":
+        return crop_to_multiple(rainy), crop_to_multiple(clean)
+    return rainy, clean
+
+
+def released_psnr(out: np.ndarray, ref: np.ndarray) -> float:
+    """skimage.metrics.peak_signal_noise_ratio(ref, out, data_range=1) on [0, 1] floats."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    a, b = _unit_float(out), _unit_float(ref)
+    if np.array_equal(a, b):
+        return float("inf")  # skimage would warn about a division by zero
+    return float(peak_signal_noise_ratio(b, a, data_range=1.0))
+
+
+def released_ssim(out: np.ndarray, ref: np.ndarray) -> float:
+    """scikit-image's default SSIM on RGB (`structural_similarity(ref, out, data_range=1,
+    channel_axis=-1)`: 7×7 uniform window, sample covariance, mean over the valid area per channel)."""
+    from skimage.metrics import structural_similarity
+
+    a, b = _unit_float(out), _unit_float(ref)
+    if min(a.shape[0], a.shape[1]) < 7:
+        raise ValueError(f"SSIM needs at least 7×7 pixels, got {a.shape[:2]}")
+    return float(structural_similarity(b, a, data_range=1.0, channel_axis=-1))
+
+
+def _unit_float(x: np.ndarray) -> np.ndarray:
+    """uint8 → float32/255; floats clamped to [0, 1] (float32, as the released code's tensors are)."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+
+def score(out: np.ndarray, ref: np.ndarray, protocol: str = "basicsr", crop_border: int = 0) -> dict[str, float]:
+    """psnr, ssim, psnr_y, ssim_y of `out` (uint8, or float in [0, 1]) against uint8 `ref`, both
+    already prepared with `prepare_pair`. basicsr rounds a float `out` to uint8 first (like a saved
+    image); released scores the float as it is and has no Y figures (NaN)."""
+    _check(out, ref)
+    if check_protocol(protocol) == "released":
+        if crop_border:
+            raise ValueError("crop_border: the released protocol has no border crop (it crops to multiples of 16)")
+        return {"psnr": released_psnr(out, ref), "ssim": released_ssim(out, ref), "psnr_y": float("nan"), "ssim_y": float("nan")}
+    if out.dtype != np.uint8:
+        out = to_uint8(out)
+    return {"psnr": psnr(out, ref, crop_border), "ssim": ssim(out, ref, crop_border),
+            "psnr_y": psnr(out, ref, crop_border, y_channel=True), "ssim_y": ssim(out, ref, crop_border, y_channel=True)}

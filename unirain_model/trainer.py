@@ -289,6 +289,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
 
         writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1 if start else None)
     vloaders = val_loaders(val_table, cfg.val_crop, cfg.batch_size, cfg.val_max_per_type, 0, ddp.rank, ddp.world)
+    from unirain_model.evaluation import input_validation
+    from unirain_model.previews import TrainingPreviews
+
+    # Once: the rainy inputs' own validation L1/PSNR (what the curves must beat), and a few fixed crops
+    # per type whose input | output | target grid goes to TensorBoard at every validation.
+    baseline = input_validation(vloaders, device, ddp.all_sum)
+    previews = TrainingPreviews(val_table, per_type=2, crop=cfg.val_crop) if writer else None
     loader = train_loader(train_table, cfg.crop, cfg.batch_size, cfg.seed, start, cfg.iters,
                           cfg.num_workers, ddp.rank, ddp.world, pin_memory=device.type == "cuda", sampler=cfg.sampler)
     bar = None
@@ -354,10 +361,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
                     warnings.warn(f"iteration {it}: no readable validation pair for some type; weights kept", stacklevel=2)
                 row = _history_row(it, types, val, weights, reweighter)
                 row["reweighted"] = int(update)  # 1 where the reweighter took this evaluation's losses
+                row.update({f"input_{k}_{t}": baseline[t][k] for t in types for k in ("l1", "psnr")})
                 history.append(row)
                 info.update({"val_l1": {t: val[t]["l1"] for t in types}, "weights": dict(zip(types, weights.tolist()))})
                 if writer:
                     _log_eval(writer, it, row, types)
+                    previews.log(writer, model, it, device, autocast)
                 if ddp.main:
                     msg = f"iteration {it}: val L1 " + " ".join(f"{t}={val[t]['l1']:.4f}" for t in types) + \
                           " | weights " + " ".join(f"{t}={w:.3f}" for t, w in zip(types, weights))
@@ -400,7 +409,8 @@ def _history_row(it: int, types: list[str], val: dict, weights: np.ndarray, rewe
 
 def _log_eval(writer, it: int, row: dict[str, Any], types: list[str]) -> None:
     for t in types:
-        for key, tag in (("val_l1", "val_l1"), ("val_psnr", "val_psnr"), ("weight", "weights"), ("tbs", "coba/tbs"), ("tss", "coba/tss")):
+        for key, tag in (("val_l1", "val_l1"), ("val_psnr", "val_psnr"), ("input_l1", "val_l1_input"), ("input_psnr", "val_psnr_input"),
+                         ("weight", "weights"), ("tbs", "coba/tbs"), ("tss", "coba/tss")):
             v = row.get(f"{key}_{t}")
             if v is not None and np.isfinite(v):
                 writer.add_scalar(f"{tag}/{t}", v, it)

@@ -22,9 +22,12 @@ def register(sub) -> None:
     p.set_defaults(func=run_train)
 
     e = sub.add_parser(
-        "evaluate", help="PSNR/SSIM (RGB and Y) of a checkpoint per test set and rain type",
-        description="Score whole test images (reflect-padded, never cropped). Writes OUT.csv, OUT.json and "
-                    "OUT.images.csv and prints the table.")
+        "evaluate", help="PSNR/SSIM of a checkpoint per test set and rain type, beside the rainy input's own",
+        description="Score the model and the rainy input itself (the 'doing nothing' baseline) against the targets, "
+                    "with the gain (model - input). basicsr protocol: whole images (reflect-padded, never cropped), "
+                    "RGB and Y; released: the authors' test.py (crop to multiples of 16, scikit-image SSIM). Writes "
+                    "OUT.csv, OUT.json, OUT.images.csv, OUT.md and before/after grids OUT_grids/<set>/<type>.png, "
+                    "and prints the table.")
     e.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint, a checkpoints folder or a run folder")
     e.add_argument("--data", action="append", default=[], metavar="DIR",
                    help="test folder in the paper layout {drs,drd,nrs,nrd}/{input,target}; repeatable")
@@ -35,6 +38,11 @@ def register(sub) -> None:
     e.add_argument("--tile", type=int, help="tile size for very large images (default: whole images)")
     e.add_argument("--tile-overlap", type=int, default=32)
     e.add_argument("--save-images", metavar="DIR", help="also write the derained test images here")
+    e.add_argument("--protocol", choices=("basicsr", "released"), default="basicsr",
+                   help="basicsr: BasicSR PSNR/SSIM (11x11 Gaussian) on RGB and Y; released: the authors' test.py "
+                        "(centre crop to a multiple of 16, scikit-image SSIM 7x7 uniform on RGB). Default basicsr")
+    e.add_argument("--grid-images", type=int, default=3, metavar="N",
+                   help="images per rain type in the before/after grids (input | output | target); 0 = none")
     e.set_defaults(func=run_evaluate)
 
     d = sub.add_parser(
@@ -95,20 +103,27 @@ def run_evaluate(args) -> int:
 
     if not args.data and not args.manifest:
         raise UserError("give at least one --data DIR or --manifest M")
-    from unirain_model.evaluation import evaluate_checkpoint, format_table, write_reports
+    from unirain_model.checkpoint import resolve_weights
+    from unirain_model.evaluation import evaluate_checkpoint, format_table, grid_folder, write_reports
 
     from ..evaluate import default_report_path
 
+    if args.grid_images < 0:
+        raise UserError("--grid-images must be >= 0")
     try:
+        out = args.out or default_report_path(None, str(resolve_weights(args.checkpoint)))
         summary, per_image, meta = evaluate_checkpoint(
             args.checkpoint, data=args.data, manifests=args.manifest, device=args.device,
-            crop_border=args.crop_border, tile=args.tile, tile_overlap=args.tile_overlap, save_dir=args.save_images)
-    except _user_errors() as exc:
+            crop_border=args.crop_border, tile=args.tile, tile_overlap=args.tile_overlap, save_dir=args.save_images,
+            protocol=args.protocol, grid_dir=grid_folder(out), grid_images=args.grid_images)
+    except (*_user_errors(), ValueError) as exc:
         raise UserError(str(exc)) from None
-    out = args.out or default_report_path(None, meta["path"])
-    paths = write_reports(summary, per_image, out, meta={"checkpoint": meta["path"], "iteration": meta["iteration"]})
+    paths = write_reports(summary, per_image, out, meta={"checkpoint": meta["path"], "iteration": meta["iteration"],
+                                                         "grids": meta["grids"]})
     print(format_table(summary))
     print("reports: " + ", ".join(str(p) for p in paths))
+    if meta["grids"]:
+        print(f"before/after grids: {grid_folder(out)}")
     return 0
 
 
