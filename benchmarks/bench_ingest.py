@@ -96,7 +96,8 @@ def bench_rate(args) -> None:
     configure_offline()
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.ingest import run_ingest
+    from flows.stage import run_stage_flow
+    from tasks.config import RunConfig
 
     samples = {"bare read + hash": [], "ingest pipeline (pure)": [], "ingest flow (Prefect)": []}
     with prefect_test_harness(server_startup_timeout=120):
@@ -106,7 +107,7 @@ def bench_rate(args) -> None:
             run = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
             t = time.perf_counter(); n = pipeline(folder, run); samples["ingest pipeline (pure)"].append(n / (time.perf_counter() - t))
             run = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-            t = time.perf_counter(); n = run_ingest(run, [f"unirain={folder}"], [])["candidates"]
+            t = time.perf_counter(); n = run_stage_flow("ingest", run, RunConfig(sources=[f"unirain={folder}"]))["candidates"]
             samples["ingest flow (Prefect)"].append(n / (time.perf_counter() - t))
     bare = statistics.median(samples["bare read + hash"])
     print(f"\n### Ingest rate, {args.pairs} pairs of 256×256 PNGs, median of {args.reps}\n")

@@ -47,7 +47,7 @@ def prepare_run(root: Path) -> tuple[Path, object]:
 def fresh_copy(run: Path, dest: Path) -> Path:
     """The run through retrieval: no votes, no cut, no cache."""
     def ignore(folder, names):
-        skip = {"votes", "distilled", "cache", "reports", ".prefect"}
+        skip = {"votes", "distilled", "cache", "reports", ".prefect", "vote.json", "select.json"}
         return [n for n in names if n in skip or n.startswith(("part-vote-", "part-select-"))]
 
     shutil.copytree(run, dest, ignore=ignore)
@@ -67,8 +67,7 @@ def cut_of(run: Path) -> dict[str, str]:
 
 def bench_cascade(threshold: float | None = None) -> tuple[list[dict], dict]:
     from data_manifests import RunLayout
-    from flows.select import select_flow
-    from flows.vote import vote_flow
+    from flows.stage import run_stage_flow
     from tasks.selection import code_matrix, load_votes
     from tasks.vote_reports import agreement
 
@@ -84,9 +83,10 @@ def bench_cascade(threshold: float | None = None) -> tuple[list[dict], dict]:
             copy = fresh_copy(run, tmp / name)
             v = vote_cfg.model_copy(update={"cascade": cascade})
             t0 = time.perf_counter()
-            totals = vote_flow(run=str(copy), judges=panel, vote=v, ingest=cfg.ingest)
+            run_cfg = cfg.model_copy(update={"vote": v, "models": cfg.models.model_copy(update={"judges": panel})})
+            totals = run_stage_flow("vote", str(copy), run_cfg)
             seconds = time.perf_counter() - t0
-            select_flow(run=str(copy), vote=v, select=cfg.select, ingest=cfg.ingest)
+            run_stage_flow("select", str(copy), run_cfg)
             cut = cut_of(copy)
             n = len(cut)  # every retrieved pair ends in exactly one place
             return {"variant": name, "order": "".join(Path(j.name).name[-1] for j in panel), "run": copy,

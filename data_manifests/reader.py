@@ -23,7 +23,10 @@ def shard_files(manifest_dir: str | os.PathLike, prefix: str = "") -> list[Path]
 
 
 def check_file_schema(path: Path, schema: ManifestSchema) -> None:
-    meta = pq.read_schema(path).metadata or {}
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError) as exc:
+        raise ManifestError(f"{path}: not a readable Parquet shard ({exc})") from None
     name = meta.get(META_NAME, b"").decode()
     version = meta.get(META_VERSION, b"").decode()
     if name != schema.name:

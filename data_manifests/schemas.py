@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from .levels import SCORE_COLUMNS
+
 META_NAME = b"unirain.manifest"
 META_VERSION = b"unirain.schema_version"
 
@@ -71,6 +73,12 @@ def f(name, type_, nullable=False):
     return pa.field(name, type_, nullable=nullable)
 
 
+# Image paths in `candidates`, `gallery` and `distilled` are relative to their source's root; the
+# run's run.json maps each source to its root (`RunLayout.absolute_paths`), so a run and its data
+# can move to another machine (`unirain relocate`). Version 2: relative paths.
+PATH_COLUMNS = {"candidates": ("rainy_path", "clean_path"), "gallery": ("path",),
+                "distilled": ("rainy_path", "clean_path")}
+
 CANDIDATE_FIELDS = [
     f("pair_id", pa.string()),
     f("source", pa.string()),
@@ -84,9 +92,9 @@ CANDIDATE_FIELDS = [
     f("rain_type_inferred", pa.bool_()),
 ]
 
-CANDIDATES = register("candidates", 1, "pair_id", CANDIDATE_FIELDS)
+CANDIDATES = register("candidates", 2, "pair_id", CANDIDATE_FIELDS)
 
-GALLERY = register("gallery", 1, "image_id", [
+GALLERY = register("gallery", 2, "image_id", [
     f("image_id", pa.string()),
     f("source", pa.string()),
     f("path", pa.string()),
@@ -112,9 +120,7 @@ EMBEDDINGS = register("embeddings", 1, "item_id", [
 RETRIEVAL = register("retrieval", 1, "pair_id", [
     f("pair_id", pa.string()),
     f("ref_id", pa.string()),
-    f("text_l2", pa.float32()),
-    f("image_cos", pa.float32()),
-    f("ssim", pa.float32()),
+    *(f(score, pa.float32()) for score in SCORE_COLUMNS),  # one per retrieval level
     f("semantic_ids", pa.list_(pa.string())),
     f("visual_ids", pa.list_(pa.string())),
 ])
@@ -129,7 +135,7 @@ VOTES = register("votes", 1, "pair_id", [
     f("prompt_version", pa.string()),
 ], sort_by=("pair_id", "judge"))
 
-DISTILLED = register("distilled", 1, "pair_id", CANDIDATE_FIELDS + [
+DISTILLED = register("distilled", 2, "pair_id", CANDIDATE_FIELDS + [
     f("ref_id", pa.string()),
     f("n_yes", pa.int32()),
     f("n_votes", pa.int32()),

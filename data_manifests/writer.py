@@ -67,3 +67,15 @@ def clean_temporaries(manifest_dir: str | os.PathLike) -> int:
         tmp.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+FINGERPRINT_KEY = b"unirain.fingerprint"
+
+
+def read_fingerprint(path: str | os.PathLike, schema: ManifestSchema) -> str | None:
+    """The stage fingerprint stored in a shard's Parquet metadata (None when it has none).
+    Raises ManifestError / ArrowException / OSError when the file is not a whole shard of `schema`."""
+    path = Path(path)
+    check_file_schema(path, schema)  # reads the footer: a truncated file fails here
+    value = (pq.read_schema(path).metadata or {}).get(FINGERPRINT_KEY)
+    return value.decode() if value else None

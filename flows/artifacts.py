@@ -56,3 +56,52 @@ def publish_manifest_link(run: RunLayout, stage: str) -> None:
 
 def publish_preview(run: RunLayout, stage: str, frame: pd.DataFrame, rows: int = 20) -> None:
     publish_table(run, f"{stage}-preview", frame.head(rows), f"First {rows} rows of `{run.manifest(stage)}`")
+
+
+def publish_stage(run: RunLayout, stage: str, report: dict) -> None:
+    """The artifacts of a stage that did work: its manifest, the funnel, and its own tables."""
+    from tasks.pipeline import spec
+
+    output = spec(stage).output
+    publish_manifest_link(run, output)
+    publish_table(run, f"{stage}-report", pd.DataFrame([{k: _cell(v) for k, v in report.items()}]),
+                  f"What the {stage} stage skipped, redid and why")
+    extra = _EXTRA.get(stage)
+    if extra is not None:
+        extra(run, output)
+    publish_funnel(run)
+
+
+def _preview(run: RunLayout, output: str) -> None:
+    from data_manifests import read_manifest
+
+    publish_preview(run, output, read_manifest(run.manifest(output), output).head(20))
+
+
+def _votes(run: RunLayout, output: str) -> None:
+    from tasks.selection import load_votes
+    from tasks.stage import read_state
+    from tasks.vote_reports import vote_summary
+
+    votes = load_votes(run)
+    threshold = votes.thresholds[0] if len(votes.thresholds) == 1 else 0.5
+    tallies, agreement, (n_full, kappa) = vote_summary(votes, threshold)
+    cascade = (read_state(run, "vote") or {}).get("payload", {}).get("config", {}).get("vote.cascade")
+    publish_table(run, "vote-tallies", tallies, f"Votes per judge at threshold {threshold:g} (cascade {cascade})")
+    publish_table(run, "vote-agreement", agreement,
+                  f"Pairwise agreement between judges; Fleiss' kappa over {n_full} fully voted pairs: "
+                  f"{'n/a' if kappa is None else f'{kappa:.3f}'}")
+
+
+def _select(run: RunLayout, output: str) -> None:
+    from tasks.selection import REPORTS
+
+    _preview(run, output)
+    for name in REPORTS:
+        path = run.reports / name
+        if path.is_file():
+            create_link_artifact(key=artifact_key(run, "report-" + name.replace(".", "-").replace("_", "-")),
+                                 link=path.as_uri(), link_text=name, description=f"select report `{name}`")
+
+
+_EXTRA = {"ingest": _preview, "retrieve": _preview, "vote": _votes, "select": _select}

@@ -18,8 +18,10 @@ COMMAND_MODULES = [
     "flows.commands.models",
     "flows.commands.serve_judge",
     "flows.commands.select",
+    "flows.commands.relocate",
     "flows.commands.train",
     "flows.commands.model_info",
+    "flows.commands.ablate",
 ]
 
 

@@ -22,7 +22,7 @@ def make_task_runner(cfg: TaskRunnerConfig):
 
 def local_cluster(workers: int):
     """One local Dask cluster per process and size, shared by every stage of a run: its worker
-    processes import torch and load each model once (`tasks.loaded_models`), not once per stage.
+    processes import torch and load each model once (`tasks.stage.ready`), not once per shard.
     One thread per worker process: torch parallelises inside a task."""
     with _LOCK:
         cluster = _LOCAL_CLUSTERS.get(workers)

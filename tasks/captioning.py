@@ -8,7 +8,8 @@ from data_manifests import RunLayout, read_manifest
 from .captioners import Captioner
 from .config import CaptionConfig, IngestConfig
 from .image_batches import iter_batches
-from .stage import stage_reject
+from .pipeline import spec
+from .stage import Stage, stage_reject
 
 STAGE = "caption"
 ITEM_COLUMNS = ["item_id", "kind", "path", "source"]
@@ -16,8 +17,10 @@ ITEM_COLUMNS = ["item_id", "kind", "path", "source"]
 
 def caption_items(run: RunLayout) -> pd.DataFrame:
     """Everything to caption: gallery images (`kind=gallery`) and candidates' rainy images (`kind=candidate`)."""
-    gallery = read_manifest(run.manifest("gallery"), "gallery", columns=["image_id", "path", "source"])
-    cands = read_manifest(run.manifest("candidates"), "candidates", columns=["pair_id", "rainy_path", "source"])
+    gallery = run.absolute_paths(read_manifest(run.manifest("gallery"), "gallery", columns=["image_id", "path", "source"]),
+                                 ("path",))
+    cands = run.absolute_paths(read_manifest(run.manifest("candidates"), "candidates",
+                                             columns=["pair_id", "rainy_path", "source"]), ("rainy_path",))
     items = pd.concat([
         pd.DataFrame({"item_id": gallery["image_id"], "kind": "gallery", "path": gallery["path"], "source": gallery["source"]}),
         pd.DataFrame({"item_id": cands["pair_id"], "kind": "candidate", "path": cands["rainy_path"], "source": cands["source"]}),
@@ -41,3 +44,53 @@ def caption_shard(items: pd.DataFrame, captioner: Captioner, cfg: CaptionConfig,
         for item_id, text in zip(batch.ids, captioner.caption_batch(batch.tensor)):
             rows.append({"item_id": item_id, "kind": info[item_id].kind, "caption": text, "model": captioner.model_id})
     return rows, rejects
+
+
+def require_gallery(run: RunLayout) -> None:
+    from data_manifests import count_rows
+
+    if count_rows(run.manifest("gallery"), "gallery") == 0:
+        raise ValueError(f"the gallery of {run.root} is empty: retrieval needs real rainy photos; "
+                         "ingest some with --gallery PATH (or `gallery:` in the config)")
+
+
+class CaptionStage(Stage):
+    """Captions of every gallery image and candidate rainy image (`models.captioner`)."""
+
+    spec = spec("caption")
+    upstream = ("ingest",)
+    CODE_VERSION = 1
+
+    def ref(self):
+        if self.cfg.models.captioner is None:
+            raise ValueError("models.captioner: not set in the config")
+        return self.cfg.models.captioner
+
+    def config_section(self) -> dict:
+        return {"caption.max_new_tokens": self.cfg.caption.max_new_tokens,
+                "ingest.max_pixels": self.cfg.ingest.max_pixels,
+                "models.captioner.options": self.ref().options}
+
+    def model_id(self) -> str:
+        from .captioners import captioner_model_id
+
+        return captioner_model_id(self.ref())
+
+    def setup_key(self) -> str:
+        from .stage import digest
+
+        return digest(["caption", self.ref().model_dump(mode="json"), self.cfg.caption.model_dump(mode="json")])
+
+    def check(self, run: RunLayout) -> None:
+        require_gallery(run)
+
+    def items(self, run: RunLayout) -> pd.DataFrame:
+        return caption_items(run)
+
+    def setup(self) -> None:
+        from .captioners import build_captioner
+
+        self.captioner = build_captioner(self.ref(), self.cfg.caption)
+
+    def process_shard(self, run: RunLayout, shard: int, rows: pd.DataFrame):
+        return caption_shard(rows, self.captioner, self.cfg.caption, self.cfg.ingest)

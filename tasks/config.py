@@ -1,8 +1,16 @@
-"""Run configuration: one pydantic model per section, unknown keys refused.
+"""The run configuration, one module: every section a `Section` (unknown keys refused), one loader.
 
-A bad config fails at load time with the dotted key in the message (`retrieval.k_visual: ...`).
-Stage modules take their own section object, never the raw dict. The `train:` section belongs to
-`unirain_model` and is validated by `flows.config.load_run_config`.
+`load_run_config(path)` reads the YAML, resolves relative paths from the config's folder (never the
+working directory), and validates everything in one pass, the model library's `train:` and
+`evaluate:` sections included (`unirain_model.config.TrainConfig` / `EvalConfig`), so a wrong key
+anywhere fails at once with the dotted key in the message (`retrieval.k_visual: ...`). Stage
+modules take their own section object, never the raw dict.
+
+Paths: `sources:` and `gallery:` folders, `evaluate.data` / `evaluate.manifests` and `train.model`
+are paths. A model `name` / `pretrained` is a path when it starts with `./`, `../`, `~` or
+`local-dir:` (or names something that exists beside the config); anything else (`openai`,
+`Salesforce/blip-image-captioning-large`) is a hub id and kept as written. A relative path that
+must exist and does not is an error naming the resolved path.
 """
 from __future__ import annotations
 
@@ -10,19 +18,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, create_model, model_validator
 
+from data_manifests.config_base import ConfigError, Section, format_validation_error, parse_section, resolve_path
+from data_manifests.levels import RETRIEVAL_LEVELS
+from unirain_model.config import EvalConfig, TrainConfig
 
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the key."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+__all__ = [
+    "ConfigError", "Section", "IngestConfig", "ModelRef", "CaptionConfig", "EmbedConfig", "IndexConfig",
+    "RetrievalConfig", "VoteConfig", "SelectConfig", "TaskRunnerConfig", "ModelsConfig", "RunConfig",
+    "format_validation_error", "parse_run_config", "load_yaml", "load_run_config",
+]
 
 
 class IngestConfig(Section):
-    num_shards: int = Field(16, ge=1, description="shards of every stage of the run, cut by id hash")
+    num_shards: int = Field(16, ge=1, description="shards of every stage of the run, cut by id hash; fixed "
+                                                  "when the run is created (RUN/run.json)")
     min_side: int = Field(64, ge=1, description="images smaller than this on a side are rejected (too_small)")
     max_pixels: int = Field(89_478_485, ge=1, description="more pixels than this is a decompression bomb")
     chunk_size: int = Field(512, ge=1, description="pairs probed per task")
@@ -78,10 +89,13 @@ class VoteConfig(Section):
     chunk_size: int = Field(64, ge=1, description="requests per judge call, cached before the next (>= max_concurrency)")
 
 
-class SelectConfig(Section):
-    min_ssim: float | None = None
-    min_image_cos: float | None = None
-    max_text_l2: float | None = None
+# One optional limit per retrieval level (`data_manifests.levels`): min_ssim, min_image_cos, max_text_l2.
+SelectConfig = create_model(
+    "SelectConfig", __base__=Section, __doc__="Optional limits on the retrieval scores, applied by select.",
+    **{level.limit_key: (float | None, Field(None, description=f"{level.name} level: reject a pair whose "
+                                                              f"{level.score} is {level.fail_sign} this"))
+       for level in RETRIEVAL_LEVELS},
+)
 
 
 class TaskRunnerConfig(Section):
@@ -108,23 +122,17 @@ class RunConfig(Section):
     vote: VoteConfig = VoteConfig()
     select: SelectConfig = SelectConfig()
     task_runner: TaskRunnerConfig = TaskRunnerConfig()
-    train: dict[str, Any] = Field(default_factory=dict)
-    evaluate: dict[str, Any] = Field(default_factory=dict)
+    train: TrainConfig = TrainConfig()
+    evaluate: EvalConfig = EvalConfig()
 
-
-def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
-        lines.append(f"{key or '(top level)'}: {err['msg']}")
-    return "; ".join(lines)
+    @property
+    def num_shards_explicit(self) -> bool:
+        """Whether the config sets ingest.num_shards (else an existing run's own count is used)."""
+        return "num_shards" in self.ingest.model_fields_set
 
 
 def parse_run_config(data: dict[str, Any] | None, origin: str = "config") -> RunConfig:
-    try:
-        return RunConfig.model_validate(data or {})
-    except ValidationError as exc:
-        raise ConfigError(f"{origin}: {format_validation_error(exc)}") from None
+    return parse_section(RunConfig, data, "", origin)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -138,3 +146,79 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return data
+
+
+def _looks_like_path(value: str, base: Path) -> bool:
+    raw = value[len("local-dir:"):] if value.startswith("local-dir:") else value
+    return (value.startswith("local-dir:") or raw.startswith(("./", "../", "~", "/")) or raw in (".", "..")
+            or (base / raw).exists())
+
+
+def _model_path(value: str, base: Path, key: str, origin: str) -> str:
+    if not _looks_like_path(value, base):
+        return value  # a hub id or an open_clip name
+    resolved = resolve_path(value, base)
+    local = Path(resolved.removeprefix("local-dir:"))
+    if not Path(value.removeprefix("local-dir:")).expanduser().is_absolute() and not local.exists():
+        raise ConfigError(f"{origin}: {key}: local model not found: {local} (relative paths are read from "
+                          f"the config's folder {base})")
+    return resolved
+
+
+def _existing(value: str, base: Path, key: str, origin: str) -> str:
+    resolved = resolve_path(value, base)
+    if not Path(resolved).exists():
+        raise ConfigError(f"{origin}: {key}: not found: {resolved} (relative paths are read from the config's folder)")
+    return resolved
+
+
+def resolve_config_paths(data: dict[str, Any], base: Path, origin: str = "config") -> dict[str, Any]:
+    """Every path of a raw config read from `base` (the config's folder); see the module docstring."""
+    data = dict(data)
+    if isinstance(data.get("sources"), list):
+        sources = []
+        for spec in data["sources"]:
+            name, sep, path = str(spec).partition("=")
+            sources.append(f"{name}={resolve_path(path, base)}" if sep else spec)
+        data["sources"] = sources
+    if isinstance(data.get("gallery"), list):
+        data["gallery"] = [resolve_path(str(p), base) for p in data["gallery"]]
+    if isinstance(data.get("models"), dict):
+        models = dict(data["models"])
+        for key in ("captioner", "embedder"):
+            if isinstance(models.get(key), dict):
+                models[key] = _resolve_ref(models[key], base, f"models.{key}", origin)
+        if isinstance(models.get("judges"), list):
+            models["judges"] = [_resolve_ref(r, base, f"models.judges[{i}]", origin) if isinstance(r, dict) else r
+                                for i, r in enumerate(models["judges"])]
+        data["models"] = models
+    if isinstance(data.get("train"), dict) and isinstance(data["train"].get("model"), str):
+        data["train"] = {**data["train"], "model": _existing(data["train"]["model"], base, "train.model", origin)}
+    if isinstance(data.get("evaluate"), dict):
+        ev = dict(data["evaluate"])
+        for key in ("data", "manifests"):
+            if isinstance(ev.get(key), list):
+                ev[key] = [resolve_path(str(p), base) for p in ev[key]]
+        data["evaluate"] = ev
+    return data
+
+
+def _resolve_ref(ref: dict[str, Any], base: Path, key: str, origin: str) -> dict[str, Any]:
+    ref = dict(ref)
+    for field in ("name", "pretrained"):
+        if isinstance(ref.get(field), str):
+            ref[field] = _model_path(ref[field], base, f"{key}.{field}", origin)
+    return ref
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """The whole run config, validated in one pass, paths resolved from the config's folder."""
+    path = Path(path)
+    data = resolve_config_paths(load_yaml(path), path.parent.resolve(), str(path))
+    cfg = parse_run_config(data, str(path))
+    if "model" not in (data.get("train") or {}):  # the built-in default names a file of the repository
+        from unirain_model.config import REPO_ROOT
+
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
+            update={"model": resolve_path(cfg.train.model, REPO_ROOT)})}) if isinstance(cfg.train.model, str) else cfg
+    return cfg

@@ -14,7 +14,8 @@ from .config import EmbedConfig, IndexConfig, IngestConfig
 from .embedders import Embedder, nonfinite_rows
 from .faiss_index import build_index, load_index, save_index
 from .image_batches import iter_batches
-from .stage import stage_reject
+from .pipeline import spec
+from .stage import Stage, stage_reject
 
 STAGE = "embed"
 TEXT_INDEX = "gallery_text.faiss"
@@ -102,8 +103,66 @@ def build_gallery_indexes(run: RunLayout, cfg: IndexConfig, model_id: str) -> di
 
 
 def _index_current(path: Path, model_id: str, ids: list[str], cfg: IndexConfig) -> bool:
-    try:  # an index of another model raises IndexMismatch: refused, never silently replaced
+    from .faiss_index import IndexMismatch
+
+    try:  # an index of another model is replaced: the embed stage redid its embeddings first
         idx = load_index(path, expect_model_id=model_id)
-    except FileNotFoundError:
+    except (FileNotFoundError, IndexMismatch):
         return False
     return idx.meta.kind == cfg.kind and sorted(idx.ids) == sorted(ids)
+
+
+def embed_items(run: RunLayout) -> pd.DataFrame:
+    """Every captioned item with its caption and image path."""
+    from data_manifests import read_manifest
+
+    from .captioning import caption_items
+
+    captions = read_manifest(run.manifest("captions"), "captions", columns=["item_id", "kind", "caption"])
+    return caption_items(run).merge(captions, on=["item_id", "kind"], how="inner")
+
+
+class EmbedStage(Stage):
+    """CLIP text embeddings of the captions and image embeddings of the images (`models.embedder`),
+    then the gallery's FAISS indexes (rebuilt when not current)."""
+
+    spec = spec("embed")
+    upstream = ("caption",)
+    CODE_VERSION = 1
+
+    def ref(self):
+        if self.cfg.models.embedder is None:
+            raise ValueError("models.embedder: not set in the config")
+        return self.cfg.models.embedder
+
+    def config_section(self) -> dict:
+        return {"ingest.max_pixels": self.cfg.ingest.max_pixels, "models.embedder.options": self.ref().options,
+                **{f"index.{k}": v for k, v in self.cfg.index.model_dump(mode="json").items()}}
+
+    def model_id(self) -> str:
+        from .embedders import embedder_model_id
+
+        return embedder_model_id(self.ref())
+
+    def setup_key(self) -> str:
+        from .stage import digest
+
+        return digest(["embed", self.ref().model_dump(mode="json"), self.cfg.embed.model_dump(mode="json")])
+
+    def items(self, run: RunLayout) -> pd.DataFrame:
+        return embed_items(run)
+
+    def setup(self) -> None:
+        from .embedders import build_embedder
+
+        self.embedder = build_embedder(self.ref(), self.cfg.embed)
+
+    def process_shard(self, run: RunLayout, shard: int, rows: pd.DataFrame):
+        return embed_shard(rows, self.embedder, self.cfg.embed, self.cfg.ingest)
+
+    def finish(self, run: RunLayout, redone: list[int], totals: dict) -> dict:
+        """The indexes are part of this stage's output: rebuilt after a redo or when missing."""
+        missing = not all((run.indexes / f).is_file() for f in (TEXT_INDEX, IMAGE_INDEX))
+        if not (redone or missing):
+            return {}
+        return {"index_built": int(build_gallery_indexes(run, self.cfg.index, self.model_id())["built"])}

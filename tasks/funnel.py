@@ -6,15 +6,11 @@ import pandas as pd
 from data_manifests import RunLayout, read_manifest
 from data_manifests.reader import shard_files
 
-# stage -> (manifest, id column, row filter on that manifest); candidates flow through all of them.
-STAGES = [
-    ("ingest", "candidates", "pair_id", None),
-    ("caption", "captions", "item_id", ("kind", "candidate")),
-    ("embed", "embeddings", "item_id", ("kind", "candidate")),
-    ("retrieve", "retrieval", "pair_id", None),
-    ("vote", "votes", "pair_id", None),
-    ("select", "distilled", "pair_id", None),
-]
+from .pipeline import PIPELINE
+
+# stage -> (manifest, id column, row filter on that manifest), from the one stage declaration;
+# candidates flow through all of them.
+STAGES = [(s.name, s.output, s.key, s.funnel_filter) for s in PIPELINE]
 COLUMNS = ["source", "stage", "kept", "rejected", "reasons"]
 
 

@@ -1,27 +1,31 @@
 """Ingest: list sources through adapters, hash and probe every file, write candidates and gallery.
 
-Pure functions; `flows/ingest.py` wires them as Prefect tasks. Each file is read once: its bytes
+Pure functions and `IngestStage`; the runner (`tasks.stage`) and its generic flow run it. Each file is read once: its bytes
 give the content id, the header gives the size, the file's end shows truncation. Nothing is
 decoded, except a thumbnail when a pair's rain type must be inferred.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from data_manifests import RunLayout, bytes_digest, get_schema, pair_id, shard_complete, shard_name, shard_of, write_shard
-from data_manifests.reader import read_manifest, shard_files
+from data_manifests import (
+    FINGERPRINT_KEY, RunLayout, bytes_digest, count_rows, get_schema, pair_id, relative_to_root, shard_name, shard_of,
+    write_shard,
+)
+from data_manifests.reader import read_manifest
 
 from .adapters import PairListing, get_adapter
 from .adapters.base import image_files
 from .config import IngestConfig
 from .imageio import ImageInfo, ImageRejected, mean_luminance, probe_image_bytes
-from .sources import SourceSpec
+from .pipeline import spec as spec_of
+from .sources import SourceSpec, parse_gallery, parse_sources
+from .stage import Stage
 
 STAGE = "ingest"
 NIGHT_LUMA = 0.22  # mean luma under this reads as a night scene (synthetic night sets sit ~0.1)
@@ -148,68 +152,132 @@ def drop_duplicates(rows: list[dict], key: str, rejects: list[dict], what: str) 
     return list(seen.values())
 
 
-def write_sharded(rows: list[dict], folder: Path, schema_name: str, num_shards: int, prefix: str = "part") -> None:
-    """Write every shard, empty ones included, so a complete stage is recognisable by its files."""
-    schema = get_schema(schema_name)
-    frame = pd.DataFrame(rows, columns=schema.columns)
-    shard = frame[schema.key].map(lambda i: shard_of(i, num_shards)) if len(frame) else pd.Series([], dtype=int)
-    for index in range(num_shards):
-        write_shard(frame[shard == index], folder, shard_name(index, prefix), schema)
-
-
-def listing_signature(sources: list[SourceSpec], listings: dict[str, list[PairListing]], gallery: dict[str, list[Path]], cfg: IngestConfig) -> str:
-    """Changes when the inputs could change the output: specs, files, their sizes and mtimes, config."""
+def listing_signature(sources: list[SourceSpec], listings: dict[str, list[PairListing]],
+                      gallery: dict[str, tuple[Path, list[Path]]]) -> str:
+    """Changes when the inputs could change the output: specs, files (relative to their source's
+    root, so a moved copy with its mtimes kept is the same input), their sizes and mtimes."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(cfg.model_dump_json().encode())
     for spec in sources:
-        h.update(f"{spec.name}|{spec.adapter}|{spec.rain_type}|{spec.path}".encode())
+        h.update(f"{spec.name}|{spec.adapter}|{spec.rain_type}".encode())
         for item in listings[spec.name]:
             for p in (item.rainy_path, item.clean_path):
                 st = os.stat(p) if p is not None and p.exists() else None
-                h.update(f"{p}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}|{item.rain_type}".encode())
-    for name, paths in gallery.items():
+                rel = relative_to_root(p, spec.path) if p is not None else None
+                h.update(f"{rel}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}|{item.rain_type}".encode())
+    for name, (root, paths) in sorted(gallery.items()):
         h.update(f"gallery|{name}".encode())
         for p in paths:
             st = os.stat(p)
-            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+            h.update(f"{relative_to_root(p, root)}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()
 
 
 OUTPUTS = (("candidates", "part"), ("gallery", "part"), ("rejects", "part-ingest"))
 
 
-def marker_path(run: RunLayout) -> Path:
-    return run.manifest("candidates") / "_ingest.json"
+def gallery_sources(folders: list[Path]) -> dict[str, Path]:
+    """Gallery folders by source name (the folder's name); two folders of one name are refused."""
+    out: dict[str, Path] = {}
+    for folder in folders:
+        if folder.name in out and out[folder.name] != folder:
+            raise ValueError(f"gallery folders {out[folder.name]} and {folder} share the name {folder.name!r}: "
+                             "the folder name is the gallery's source name, rename one")
+        out[folder.name] = folder
+    return out
 
 
-def ingest_complete(run: RunLayout, signature: str, num_shards: int) -> bool:
-    marker = marker_path(run)
-    if not marker.is_file() or json.loads(marker.read_text()).get("signature") != signature:
-        return False
-    return all(
-        shard_complete(run.manifest(stage) / shard_name(i, prefix), get_schema(stage))
-        for stage, prefix in OUTPUTS for i in range(num_shards)
-    )
+def relative_rows(rows: list[dict], roots: dict[str, Path], columns: tuple[str, ...]) -> list[dict]:
+    """Manifest rows with paths relative to their source's root (run.json maps sources to roots)."""
+    return [{**row, **{c: relative_to_root(row[c], roots[row["source"]]) for c in columns}} for row in rows]
 
 
-def publish(run: RunLayout, candidates: list[dict], gallery: list[dict], rejects: list[dict], signature: str, num_shards: int) -> dict:
-    """Write all outputs; the marker goes last, so a crash before it means 'not done'."""
-    marker_path(run).unlink(missing_ok=True)
-    for stage, prefix in OUTPUTS:
-        for stale in shard_files(run.manifest(stage), prefix + "-"):
-            stale.unlink()  # a different shard count must not leave old shards behind
-    write_sharded(candidates, run.manifest("candidates"), "candidates", num_shards)
-    write_sharded(gallery, run.manifest("gallery"), "gallery", num_shards)
-    write_sharded(rejects, run.rejects, "rejects", num_shards, prefix="part-ingest")
-    counts = {"candidates": len(candidates), "gallery": len(gallery), "rejects": len(rejects)}
-    marker_path(run).write_text(json.dumps({"signature": signature, "num_shards": num_shards, **counts}))
-    return counts
-
-
-def existing_counts(run: RunLayout) -> dict:
-    meta = json.loads(marker_path(run).read_text())
-    return {k: meta[k] for k in ("candidates", "gallery", "rejects")}
+def publish(run: RunLayout, candidates: list[dict], gallery: list[dict], rejects: list[dict], fingerprint: str,
+            num_shards: int) -> dict:
+    """Write every shard of the three outputs (empty ones included), rejects first, candidates last:
+    a crash leaves shards without the new fingerprint, which the next run redoes."""
+    frames = {
+        "rejects": pd.DataFrame(rejects, columns=get_schema("rejects").columns),
+        "gallery": pd.DataFrame(gallery, columns=get_schema("gallery").columns),
+        "candidates": pd.DataFrame(candidates, columns=get_schema("candidates").columns),
+    }
+    meta = {FINGERPRINT_KEY: fingerprint.encode()}
+    for stage, prefix in (OUTPUTS[2], OUTPUTS[1], OUTPUTS[0]):
+        schema = get_schema(stage)
+        frame = frames[stage]
+        folder = run.manifest(stage)
+        shard = frame[schema.key].map(lambda i: shard_of(i, num_shards)) if len(frame) else pd.Series([], dtype=int)
+        for index in range(num_shards):
+            write_shard(frame[shard == index], folder, shard_name(index, prefix), schema, metadata=meta)
+    return {"candidates": len(candidates), "gallery": len(gallery), "rejects": len(rejects)}
 
 
 def read_candidates(run: RunLayout) -> pd.DataFrame:
     return read_manifest(run.manifest("candidates"), "candidates")
+
+
+class IngestStage(Stage):
+    """List, hash and probe every source pair and gallery image; global (duplicates are found
+    across sources), so it is redone whole or skipped whole. Its fingerprint covers the listing
+    (relative paths, sizes, mtimes) and the probe settings."""
+
+    spec = spec_of("ingest")
+    upstream = ()
+    CODE_VERSION = 2  # 2: paths relative to source roots
+    sharded = False
+
+    def __init__(self, cfg, num_shards: int):
+        super().__init__(cfg, num_shards)
+        self._listed = None
+
+    def _listing(self):
+        if self._listed is None:
+            specs = parse_sources(self.cfg.sources)
+            galleries = gallery_sources(parse_gallery(self.cfg.gallery))
+            clash = sorted(set(galleries) & {s.name for s in specs})
+            if clash:
+                raise ValueError(f"source name(s) {clash} name both a paired source and a gallery folder: rename one")
+            listings = {s.name: list_source(s) for s in specs}
+            gallery = {name: (folder, list_gallery(folder)) for name, folder in galleries.items()}
+            self._listed = (specs, listings, gallery)
+        return self._listed
+
+    def config_section(self) -> dict:
+        specs, listings, gallery = self._listing()
+        return {"ingest.min_side": self.cfg.ingest.min_side, "ingest.max_pixels": self.cfg.ingest.max_pixels,
+                "sources": [s.name for s in specs], "gallery": sorted(gallery),
+                "files (relative paths, sizes, mtimes)": listing_signature(specs, listings, gallery)}
+
+    def shard_paths(self, run: RunLayout, shard: int):
+        return [(run.manifest(stage) / shard_name(shard, prefix), get_schema(stage)) for stage, prefix in OUTPUTS]
+
+    def roots(self) -> dict[str, Path]:
+        specs, _, gallery = self._listing()
+        return {**{s.name: s.path for s in specs}, **{name: folder for name, (folder, _) in gallery.items()}}
+
+    def process_all(self, run: RunLayout, fingerprint: str, submit) -> dict:
+        specs, listings, gallery = self._listing()
+        cfg = self.cfg.ingest
+        futures = []
+        for s in specs:
+            for chunk in chunked(listings[s.name], cfg.chunk_size):
+                futures.append(("pairs", submit(probe_pairs, source=s.name, listings=chunk, cfg=cfg)))
+        for name, (_, paths) in gallery.items():
+            for chunk in chunked(paths, cfg.chunk_size):
+                futures.append(("gallery", submit(probe_gallery, source=name, paths=chunk, cfg=cfg)))
+        candidates, images, rejects = [], [], []
+        for kind, future in futures:
+            rows, bad = future.result()
+            (candidates if kind == "pairs" else images).extend(rows)
+            rejects.extend(bad)
+        candidates = drop_duplicates(candidates, "pair_id", rejects, "pair")
+        images = drop_duplicates(images, "image_id", rejects, "image")
+        roots = self.roots()
+        candidates = relative_rows(candidates, roots, ("rainy_path", "clean_path"))
+        images = relative_rows(images, roots, ("path",))
+        return publish(run, candidates, images, rejects, fingerprint, self.num_shards)
+
+    def finish(self, run: RunLayout, redone: list[int], totals: dict) -> dict:
+        run.set_roots(self.roots())  # also when skipped: the config may name a moved copy of the data
+        if redone:
+            return {}
+        return {name: count_rows(run.manifest(name), name) for name in ("candidates", "gallery")}

@@ -5,9 +5,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data_manifests import RunLayout, read_manifest, shard_name
+from data_manifests import RunLayout, get_schema, read_manifest, shard_name, write_shard
 
 from .config import RetrievalConfig
+from .pipeline import spec
+from .stage import Stage
 from .embedding import IMAGE_INDEX, TEXT_INDEX, read_embeddings, vectors
 from .faiss_index import load_index
 from .retrieval import CandidateBatch, Gallery, RefStatsCache, faiss_search_fn, make_gallery, retrieve_stream
@@ -58,7 +60,9 @@ def load_gallery(run: RunLayout) -> Gallery:
     if missing:
         raise ValueError(f"{run.indexes}: {len(missing)} indexed gallery ids have no embedding; rebuild the indexes")
     image_emb = vectors(emb, "image_emb")[[position[i] for i in text.ids]]
-    paths = read_manifest(run.manifest("gallery"), "gallery", columns=["image_id", "path"]).set_index("image_id")["path"]
+    gallery = run.absolute_paths(read_manifest(run.manifest("gallery"), "gallery", columns=["image_id", "path", "source"]),
+                                 ("path",))
+    paths = gallery.set_index("image_id")["path"]
     return make_gallery(text.ids, image_emb, [paths[i] for i in text.ids], text_search=faiss_search_fn(text.index))
 
 
@@ -96,7 +100,8 @@ def rainy_path_index(run: RunLayout, shard: int) -> pd.Series:
     """Rainy paths of one shard's candidates (candidates are sharded like every later stage)."""
     import pyarrow.parquet as pq
 
-    cands = pq.read_table(run.manifest("candidates") / shard_name(shard), columns=["pair_id", "rainy_path"]).to_pandas()
+    cands = pq.read_table(run.manifest("candidates") / shard_name(shard), columns=["pair_id", "rainy_path", "source"])
+    cands = run.absolute_paths(cands.to_pandas(), ("rainy_path",))
     return cands.set_index("pair_id")["rainy_path"]
 
 
@@ -113,3 +118,48 @@ def unique_rejects(rows: list[dict]) -> list[dict]:
 
 
 STAGE_GALLERY_REJECTS = "part-retrieve-gallery.parquet"
+
+
+def write_gallery_rejects(run: RunLayout, new: list[dict], replace: bool) -> None:
+    """Gallery items found unusable (the same item may fail in several shards: kept once). After a
+    partial redo they are merged with the earlier ones; after a full redo they replace them."""
+    from data_manifests import shard_complete
+
+    schema = get_schema("rejects")
+    path = run.rejects / STAGE_GALLERY_REJECTS
+    old = [] if replace or not shard_complete(path, schema) else \
+        read_manifest(run.rejects, schema, prefix=path.stem).to_dict("records")
+    write_shard(unique_rejects(old + new), path.parent, path.name, schema)
+
+
+class RetrieveStage(Stage):
+    """Every candidate's closest real-rain reference: semantic -> visual -> SSIM (`retrieval:`)."""
+
+    spec = spec("retrieve")
+    upstream = ("embed",)
+    CODE_VERSION = 1
+
+    def config_section(self) -> dict:
+        r = self.cfg.retrieval
+        return {"retrieval.k_semantic": r.k_semantic, "retrieval.k_visual": r.k_visual,
+                "retrieval.ssim_size": r.ssim_size}
+
+    def setup_key(self) -> str:
+        return "retrieve"  # nothing to load per config: the gallery is cached per run and index version
+
+    def check(self, run: RunLayout) -> None:
+        cached_gallery(run)  # fails now, naming the problem, if the indexes are unusable
+
+    def items(self, run: RunLayout) -> pd.DataFrame:
+        return read_manifest(run.manifest("candidates"), "candidates", columns=["pair_id"])
+
+    def process_shard(self, run: RunLayout, shard: int, rows: pd.DataFrame):
+        kept, rejects, gallery_rejects = retrieve_shard(run, shard, cached_gallery(run), self.cfg.retrieval)
+        return kept, rejects, {"gallery_rejects": gallery_rejects}
+
+    def finish(self, run: RunLayout, redone: list[int], totals: dict) -> dict:
+        found = totals.pop("gallery_rejects", [])
+        if redone:
+            new = list(cached_gallery(run).rejects) + list(found)
+            write_gallery_rejects(run, new, replace=len(redone) == self.num_shards)
+        return {}

@@ -29,9 +29,11 @@ import pyarrow.parquet as pq
 
 from data_manifests import RunLayout, get_schema, read_manifest, shard_files
 from data_manifests.reader import check_file_schema
-from tasks.config import IngestConfig, SelectConfig
+from tasks.config import SelectConfig
 from tasks.judge_cache import is_final_error
-from tasks.stage import output_paths, split_shards, write_result
+from data_manifests.levels import RETRIEVAL_LEVELS, SCORE_COLUMNS
+from tasks.pipeline import spec
+from tasks.stage import Stage, read_state, split_shards, write_result
 from tasks.voting import (
     ABSTAIN, JUDGE_ERROR, NO, RETRY, SKIPPED, UNDECIDED, YES, META_KEY, VoteMeta, short_name, tally_matrix,
 )
@@ -39,8 +41,6 @@ from tasks.voting import (
 STAGE = "select"
 OUTPUT = "distilled"
 REJECT_COLUMNS = ["item_id", "stage", "reason", "detail", "source", "path"]
-# score column -> (select option, how a value fails it)
-SCORE_LIMITS = {"ssim": ("min_ssim", "<"), "image_cos": ("min_image_cos", "<"), "text_l2": ("max_text_l2", ">")}
 
 
 @dataclass
@@ -117,7 +117,7 @@ def select_pairs(candidates: pd.DataFrame, rejects: pd.DataFrame, retrieval: pd.
     cfg = cfg or SelectConfig()
     earlier = set(rejects.loc[~rejects["stage"].isin(["ingest", STAGE]), "item_id"])
     todo = candidates[~candidates["pair_id"].isin(earlier)]
-    scores = retrieval[["pair_id", "ref_id", "text_l2", "image_cos", "ssim"]]
+    scores = retrieval[["pair_id", "ref_id", *SCORE_COLUMNS]]
     todo = todo.merge(scores, on="pair_id", how="left").reset_index(drop=True)
     out: list[pd.DataFrame] = []
 
@@ -134,14 +134,15 @@ def select_pairs(candidates: pd.DataFrame, rejects: pd.DataFrame, retrieval: pd.
     open_ &= ~no_ref
     below = np.zeros(len(todo), dtype=bool)
     detail = pd.Series("", index=todo.index)
-    for column, (option, direction) in SCORE_LIMITS.items():
+    for level in RETRIEVAL_LEVELS:  # the last level first would change no count, only the detail's wording
+        column, option = level.score, level.limit_key
         limit = getattr(cfg, option)
         if limit is None:
             continue
         values = todo[column].astype(float)
-        fails = (values < limit) if direction == "<" else (values > limit)
+        fails = values.map(lambda v: level.fails(v, limit)).astype(bool)
         fails = fails.to_numpy() & open_ & ~below
-        detail[fails] = f"{column} " + values[fails].map("{:.4f}".format) + f" {direction} {option} {limit:g}"
+        detail[fails] = f"{column} " + values[fails].map("{:.4f}".format) + f" {level.fail_sign} {option} {limit:g}"
         below |= fails
     reject(below, "below_threshold", detail)
     open_ &= ~below
@@ -193,13 +194,13 @@ def select_pairs(candidates: pd.DataFrame, rejects: pd.DataFrame, retrieval: pd.
     return Selection(distilled, select_rejects[REJECT_COLUMNS], float(threshold), votes.panel, counts)
 
 
-def write_selection(run: RunLayout, sel: Selection, num_shards: int) -> None:
+def write_selection(run: RunLayout, sel: Selection, num_shards: int, fingerprint: str = "") -> None:
     """Rewrite every select shard (a new cut replaces the old one); shards of an older, larger
     shard count are removed so nothing of a previous cut survives."""
     distilled = split_shards(sel.distilled, "pair_id", num_shards)
     rejects = split_shards(sel.rejects, "item_id", num_shards)
     for shard in range(num_shards):
-        write_result(run, OUTPUT, STAGE, shard, distilled[shard], rejects[shard].to_dict("records"))
+        write_result(run, OUTPUT, STAGE, shard, distilled[shard], rejects[shard], fingerprint)
     for path in shard_files(run.manifest(OUTPUT)) + shard_files(run.rejects, f"part-{STAGE}-"):
         index = path.stem.rsplit("-", 1)[-1]
         if index.isdigit() and int(index) >= num_shards:
@@ -220,7 +221,7 @@ def exhaustiveness(run: RunLayout) -> dict[str, list[str]]:
 
 
 def select_run(run: RunLayout, threshold: float | None = None, cfg: SelectConfig | None = None,
-               num_shards: int | None = None) -> tuple[Selection, Votes]:
+               num_shards: int | None = None, fingerprint: str = "") -> tuple[Selection, Votes]:
     """Read the manifests, cut at `threshold` (default: the vote stage's), write the select shards."""
     if not shard_files(run.manifest("retrieval")):
         raise ValueError(f"{run.manifest('retrieval')} is empty: run retrieval (and voting) before select")
@@ -231,62 +232,57 @@ def select_run(run: RunLayout, threshold: float | None = None, cfg: SelectConfig
         threshold = votes.thresholds[0]
     candidates = read_manifest(run.manifest("candidates"), "candidates")
     rejects = read_manifest(run.rejects, "rejects")
-    retrieval = read_manifest(run.manifest("retrieval"), "retrieval", columns=["pair_id", "ref_id", "text_l2", "image_cos", "ssim"])
+    retrieval = read_manifest(run.manifest("retrieval"), "retrieval", columns=["pair_id", "ref_id", *SCORE_COLUMNS])
     sel = select_pairs(candidates, rejects, retrieval, votes, threshold, cfg)
-    write_selection(run, sel, resolve_shards(run, num_shards))
+    write_selection(run, sel, num_shards or run.num_shards or 1, fingerprint)
     return sel, votes
 
 
-def resolve_shards(run: RunLayout, num_shards: int | None) -> int:
-    """The run's shard count: given, else retrieval's (every stage writes all its shards)."""
-    return num_shards or len(shard_files(run.manifest("retrieval"))) or IngestConfig().num_shards
+CUT_VERSION = 2  # bump when the cut's logic changes: a rerun then recomputes instead of skipping
+REPORTS = ("funnel.parquet", "funnel.md", "votes.md", "p_real.png", "retrieval_scores.png")
+COUNT_KEYS = ("candidates", "rejected_earlier", "distilled", "no_reference", "below_threshold", "voted_out",
+              JUDGE_ERROR, UNDECIDED, "needs_skipped_judge", "needs_retry", "threshold", "missing", "duplicated")
 
 
+class SelectStage(Stage):
+    """The cut: candidates + retrieval + votes -> `distilled` + select rejects + reports. No model;
+    global (one cut of the whole run), so redone whole or skipped whole."""
 
-CUT_VERSION = 1  # bump when the cut's logic changes: a rerun then recomputes instead of skipping
-STATE_FILE = "select_state.json"
+    spec = spec("select")
+    upstream = ("vote",)
+    CODE_VERSION = CUT_VERSION
+    sharded = False
 
+    def __init__(self, cfg, num_shards: int, threshold: float | None = None):
+        super().__init__(cfg, num_shards)
+        self.threshold = cfg.vote.threshold if threshold is None else float(threshold)
 
-def cut_signature(run: RunLayout, threshold: float | None, cfg: SelectConfig | None, num_shards: int | None) -> str:
-    """What a cut depends on: its arguments and every input shard (name, size, mtime). Stages publish
-    shards by rename, so a redone shard changes the signature."""
-    import hashlib
-    import json
+    def config_section(self) -> dict:
+        return {"threshold": self.threshold,
+                **{f"select.{k}": v for k, v in self.cfg.select.model_dump(mode="json").items()}}
 
-    files = []
-    for folder in ("candidates", "retrieval", "votes"):
-        files += shard_files(run.manifest(folder))
-    files += [p for p in shard_files(run.rejects) if not p.name.startswith(f"part-{STAGE}-")]
-    stats = [(str(p.relative_to(run.root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    args = {"version": CUT_VERSION, "threshold": threshold, "select": (cfg or SelectConfig()).model_dump(),
-            "num_shards": num_shards, "files": stats}
-    return hashlib.blake2b(json.dumps(args, sort_keys=True).encode(), digest_size=16).hexdigest()
+    def setup_key(self) -> str:
+        return "select"
 
+    def process_all(self, run: RunLayout, fingerprint: str, submit) -> dict:
+        from tasks.vote_reports import write_select_reports
 
-def previous_cut(run: RunLayout, signature: str) -> dict | None:
-    """The counts of the last cut when it was made from exactly these inputs and its outputs are all
-    still there; None when the cut must be (re)done."""
-    import json
+        sel, votes = select_run(run, self.threshold, self.cfg.select, self.num_shards, fingerprint)
+        check = exhaustiveness(run)
+        sel.counts.update(threshold=sel.threshold, missing=len(check["missing"]), duplicated=len(check["duplicated"]))
+        write_select_reports(run, sel, votes, self.cfg.select)
+        if check["missing"] or check["duplicated"] or check["unknown"]:
+            # an earlier stage dropped or double-rejected candidates: say so loudly, the cut itself is written
+            print(f"select: WARNING exhaustiveness broken: {len(check['missing'])} candidates in no manifest, "
+                  f"{len(check['duplicated'])} in more than one (e.g. {(check['missing'] + check['duplicated'])[:3]})")
+        return dict(sel.counts)
 
-    path = run.reports / STATE_FILE
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if state.get("signature") != signature:
-        return None
-    n = int(state.get("num_shards", 0))
-    have = all(p.is_file() for i in range(n) for p in output_paths(run, OUTPUT, STAGE, i))
-    reports = all((run.reports / name).is_file() for name in state.get("reports", []))
-    return state["counts"] if n and have and reports else None
+    def outputs_redo_reason(self, run: RunLayout) -> str | None:
+        lost = [name for name in REPORTS if not (run.reports / name).is_file()]
+        return f"report {lost[0]} missing" if lost else None
 
-
-def record_cut(run: RunLayout, signature: str, num_shards: int, counts: dict, reports: list[str]) -> None:
-    """Written last (atomically): a crash before it just means the next run recomputes the cut."""
-    import json
-    import os
-
-    run.reports.mkdir(parents=True, exist_ok=True)
-    tmp = run.reports / f".{STATE_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"signature": signature, "num_shards": num_shards, "counts": counts, "reports": reports}))
-    os.replace(tmp, run.reports / STATE_FILE)
+    def finish(self, run: RunLayout, redone: list[int], totals: dict) -> dict:
+        if redone:
+            return {}
+        last = (read_state(run, self.name) or {}).get("last") or {}
+        return {k: last[k] for k in COUNT_KEYS if k in last}  # the cut on disk is this cut: its counts

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from data_manifests import RunLayout, read_manifest
+from data_manifests.levels import RETRIEVAL_LEVELS, SCORE_COLUMNS
 from tasks.config import SelectConfig
 from tasks.funnel import format_table, funnel_table
 from tasks.voting import ABSTAIN, NO, RETRY, YES, short_name
@@ -134,9 +135,9 @@ def plot_scores(reports: Path, votes: pd.DataFrame, panel, retrieval: pd.DataFra
 
     fig = Figure(figsize=(11, 3.4))
     FigureCanvasAgg(fig)
-    limits = {"text_l2": cfg.max_text_l2, "image_cos": cfg.min_image_cos, "ssim": cfg.min_ssim}
+    limits = {level.score: getattr(cfg, level.limit_key) for level in RETRIEVAL_LEVELS}
     for k, (column, limit) in enumerate(limits.items(), 1):
-        ax = fig.add_subplot(1, 3, k)
+        ax = fig.add_subplot(1, len(limits), k)
         values = retrieval[column].astype(float).dropna()
         ax.hist(values, bins=30, color="tab:blue", alpha=0.8)
         if limit is not None:
@@ -158,7 +159,7 @@ def write_funnel(run: RunLayout) -> pd.DataFrame:
 
 
 def retrieval_scores(run: RunLayout) -> pd.DataFrame:
-    return read_manifest(run.manifest("retrieval"), "retrieval", columns=["pair_id", "text_l2", "image_cos", "ssim"])
+    return read_manifest(run.manifest("retrieval"), "retrieval", columns=["pair_id", *SCORE_COLUMNS])
 
 
 def vote_summary(votes, threshold: float) -> tuple[pd.DataFrame, pd.DataFrame, tuple[int, float | None]]:

@@ -27,8 +27,8 @@ skipped; at X=0.65 they disagree and the skipped judge would decide. Hence:
   - `select --threshold X` re-cuts from the stored p_real (no model call). A pair whose verdict at
     X needs a judge the cascade skipped is reported (`needs_skipped_judge` in select's counts and
     reports) and rejected as `undecided` at stage `select`, never guessed;
-  - a votes shard whose VoteMeta differs from the configured one (another T with the cascade on,
-    another panel or prompt) is stale: the vote stage redoes it, and the cache answers every
+  - the stage fingerprint (`VoteStage`) covers the panel, T, the cascade and the prompt version: a
+    shard voted otherwise is redone by the runner (`tasks.stage`), and the cache answers every
     question already asked, so only the skipped judges are called. With the cascade off every judge
     is asked and any X re-cuts completely.
 
@@ -63,7 +63,8 @@ from tasks.config import ModelRef, VoteConfig
 from tasks.judge_cache import JudgeCache, is_final_error
 from tasks.judges.base import Judge, JudgeRequest, JudgeResult
 from tasks.judges.prompt import PROMPT_VERSION
-from tasks.stage import output_paths, stage_reject
+from tasks.pipeline import spec
+from tasks.stage import Stage, output_paths, stage_reject
 
 STAGE = "vote"
 OUTPUT = "votes"
@@ -166,10 +167,6 @@ class VoteMeta:
         data = json.loads(text)
         return cls(tuple(data["panel"]), float(data["threshold"]), bool(data["cascade"]), data["prompt_version"])
 
-    def covers(self, wanted: "VoteMeta") -> bool:
-        """A shard made like this serves a run configured like `wanted` without asking anything."""
-        return (self.panel == wanted.panel and self.prompt_version == wanted.prompt_version
-                and self.threshold == wanted.threshold and (wanted.cascade or not self.cascade))
 
 
 # --- asking -----------------------------------------------------------------------------------
@@ -251,8 +248,10 @@ ITEM_COLUMNS = ["pair_id", "ref_id", "ref_path", "rainy_path", "source"]
 def vote_items(run: RunLayout) -> pd.DataFrame:
     """Every retrieved pair with the paths the judges need: the reference photo and the rainy image."""
     retrieval = read_manifest(run.manifest("retrieval"), "retrieval", columns=["pair_id", "ref_id"])
-    cands = read_manifest(run.manifest("candidates"), "candidates", columns=["pair_id", "rainy_path", "source"])
-    gallery = read_manifest(run.manifest("gallery"), "gallery", columns=["image_id", "path"])
+    cands = run.absolute_paths(read_manifest(run.manifest("candidates"), "candidates",
+                                             columns=["pair_id", "rainy_path", "source"]), ("rainy_path",))
+    gallery = run.absolute_paths(read_manifest(run.manifest("gallery"), "gallery", columns=["image_id", "path", "source"]),
+                                 ("path",)).drop(columns=["source"])
     items = retrieval.merge(cands, on="pair_id", how="left").merge(
         gallery.rename(columns={"image_id": "ref_id", "path": "ref_path"}), on="ref_id", how="left")
     for column, what in (("rainy_path", "candidates"), ("ref_path", "gallery")):
@@ -303,15 +302,11 @@ def vote_shard(items: pd.DataFrame, judges: Sequence[Judge], cfg: VoteConfig, ca
 
 # --- votes shards with their VoteMeta ---------------------------------------------------------
 
-def write_votes(run: RunLayout, shard: int, rows, rejects: list[dict], meta: VoteMeta) -> int:
-    """Publish one shard: rejects first, then the votes with `meta` in their Parquet metadata, both
-    atomically (the stage contract of `tasks.stage.write_result`)."""
-    schema = get_schema(OUTPUT)
-    out, rej = output_paths(run, OUTPUT, STAGE, shard)
-    write_shard(pd.DataFrame(rejects, columns=get_schema("rejects").columns), rej.parent, rej.name, get_schema("rejects"))
-    frame = pd.DataFrame(rows, columns=schema.columns)
-    write_shard(frame, out.parent, out.name, schema, metadata={META_KEY: meta.to_json().encode()})
-    return len(frame)
+def write_votes(run: RunLayout, shard: int, rows, rejects: list[dict], meta: VoteMeta, fingerprint: str = "") -> int:
+    """Publish one votes shard with `meta` in its Parquet metadata (what `VoteStage` writes)."""
+    from tasks.stage import write_result
+
+    return write_result(run, OUTPUT, STAGE, shard, rows, rejects, fingerprint, {META_KEY: meta.to_json().encode()})
 
 
 def read_vote_meta(path: str | Path) -> VoteMeta | None:
@@ -323,28 +318,10 @@ def read_vote_meta(path: str | Path) -> VoteMeta | None:
         return None
 
 
-def shard_current(run: RunLayout, shard: int, wanted: VoteMeta) -> bool:
-    """Done for this config: both files whole, made with a covering VoteMeta, no pair left to retry."""
-    out, rej = output_paths(run, OUTPUT, STAGE, shard)
-    if not (shard_complete(out, get_schema(OUTPUT)) and shard_complete(rej, get_schema("rejects"))):
-        return False
-    meta = read_vote_meta(out)
-    if meta is None or not meta.covers(wanted):
-        return False
-    reasons = pq.read_table(rej, columns=["reason"]).column("reason")
-    return not pc.any(pc.equal(reasons, UNDECIDED)).as_py()
-
-
-def invalidate_stale(run: RunLayout, num_shards: int, wanted: VoteMeta) -> list[int]:
-    """Remove votes shards that are not current, so the shard fan-out redoes them (the cache keeps
-    their answers); returns their numbers. A crash after a removal just leaves the shard to redo."""
-    stale = []
-    for shard in range(num_shards):
-        out, _ = output_paths(run, OUTPUT, STAGE, shard)
-        if out.exists() and not shard_current(run, shard, wanted):
-            out.unlink()
-            stale.append(shard)
-    return stale
+def holds_retries(rejects_path: Path) -> bool:
+    """A vote rejects shard with `undecided` pairs: transient failures to ask again on the next run."""
+    reasons = pq.read_table(rejects_path, columns=["reason"]).column("reason")
+    return bool(pc.any(pc.equal(reasons, UNDECIDED)).as_py())
 
 
 def log_calls(run: RunLayout, session: str, shard: int, stats: CallStats) -> None:
@@ -375,3 +352,73 @@ def read_calls(run: RunLayout, session: str | None = None) -> pd.DataFrame:
 def short_name(model_id: str) -> str:
     """A judge's label in reports: the folder name of a local checkpoint, else the model id."""
     return Path(model_id).name if os.sep in model_id and Path(model_id).name else model_id
+
+
+class VoteStage(Stage):
+    """The judge panel (`models.judges`, three) votes on every retrieved pair, through the cache."""
+
+    spec = spec("vote")
+    upstream = ("retrieve",)
+    CODE_VERSION = 1
+
+    def __init__(self, cfg, num_shards: int):
+        super().__init__(cfg, num_shards)
+        self.session = os.urandom(8).hex()  # groups this run's lines in reports/vote_calls.jsonl
+
+    def refs(self) -> list[ModelRef]:
+        judges = self.cfg.models.judges
+        if len(judges) != 3:
+            raise ValueError(f"models.judges: majority voting needs exactly three judges, the config has {len(judges)}")
+        return judges
+
+    def meta(self) -> VoteMeta:
+        return VoteMeta(panel_ids(self.refs()), self.cfg.vote.threshold, self.cfg.vote.cascade, PROMPT_VERSION)
+
+    def config_section(self) -> dict:
+        return {"vote.threshold": self.cfg.vote.threshold, "vote.cascade": self.cfg.vote.cascade,
+                "prompt_version": PROMPT_VERSION}
+
+    def model_id(self) -> str:
+        return ", ".join(panel_ids(self.refs()))
+
+    def setup_key(self) -> str:
+        from tasks.stage import digest
+
+        return digest(["vote", [r.model_dump(mode="json") for r in self.refs()], self.cfg.vote.model_dump(mode="json")])
+
+    def check(self, run: RunLayout) -> None:
+        """Every judge loads and answers before anything is touched; an unreachable one is named."""
+        from tasks.judges import JudgeUnavailable
+        from tasks.stage import ready
+
+        loaded = ready(self)
+        for i, judge in enumerate(loaded.panel, 1):
+            try:
+                judge.check()
+            except JudgeUnavailable as exc:
+                raise JudgeUnavailable(f"vote: judge {i} of {len(loaded.panel)} ({judge.model_id}): {exc}") from None
+            if judge.model_id not in self.meta().panel:
+                raise RuntimeError(f"judge {judge.model_id!r} does not report the id its config implies")
+
+    def items(self, run: RunLayout) -> pd.DataFrame:
+        return vote_items(run)
+
+    def setup(self) -> None:
+        from tasks.judges import make_judge
+
+        self.panel = [make_judge(ref, self.cfg.vote) for ref in self.refs()]
+
+    def process_shard(self, run: RunLayout, shard: int, rows: pd.DataFrame):
+        stats = CallStats()
+        with JudgeCache(run) as cache:
+            kept, rejects = vote_shard(rows, self.panel, self.cfg.vote, cache, stats)
+        log_calls(run, self.session, shard, stats)
+        return kept, rejects, {"model_calls": sum(stats.called.values()), "cache_hits": sum(stats.cached.values()),
+                               "questions": sum(stats.needed.values())}
+
+    def shard_metadata(self) -> dict[bytes, bytes]:
+        return {META_KEY: self.meta().to_json().encode()}
+
+    def shard_redo_reason(self, run: RunLayout, shard: int) -> str | None:
+        _, rejects = output_paths(run, OUTPUT, STAGE, shard)
+        return "pairs to retry" if holds_retries(rejects) else None

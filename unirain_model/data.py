@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from data_manifests import RAIN_TYPE_FOLDERS, RAIN_TYPES, pair_id
+from data_manifests import RAIN_TYPE_FOLDERS, RAIN_TYPES, ManifestError, absolute_paths, pair_id
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,10 @@ def _read_manifest(folder: Path) -> pd.DataFrame:
         raise DataError(f"{folder}: manifest lacks columns {missing}")
     if frame.empty:
         raise DataError(f"{folder}: the manifest is empty (no pairs to train or evaluate on)")
+    try:  # image paths are relative to their source's root, which the run's run.json names
+        frame = absolute_paths(frame, folder, ("rainy_path", "clean_path"))
+    except ManifestError as exc:
+        raise DataError(str(exc)) from None
     unknown = sorted(set(frame["rain_type"]) - set(RAIN_TYPES))
     if unknown:
         warnings.warn(f"{folder}: ignoring rows with unknown rain_type {unknown}", stacklevel=2)

@@ -1,40 +1,45 @@
 """`unirain distill`: the whole distillation as one Prefect flow."""
 from __future__ import annotations
 
-STAGES = ("ingest", "caption", "embed", "retrieve", "vote", "select")
+from tasks.pipeline import STAGE_ORDER
 
 
 def register(sub) -> None:
-    p = sub.add_parser("distill", help="run ingest -> caption -> embed -> retrieve -> vote -> select",
+    p = sub.add_parser("distill", help="run " + " -> ".join(STAGE_ORDER),
                        description="Distil a run folder with the settings of a run config. Rerunning the same "
-                                   "command resumes: finished shards are skipped, cached judge answers reused.")
+                                   "command resumes: finished shards are skipped, stale or damaged ones redone, "
+                                   "cached judge answers reused.")
     p.add_argument("--config", required=True, help="run config YAML (configs/demo.yaml, configs/paper.yaml, ...)")
     p.add_argument("--run", required=True, help="run folder (created if missing)")
-    p.add_argument("--until", choices=STAGES, default="select", help="last stage to run (default: select)")
+    p.add_argument("--until", choices=STAGE_ORDER, default=STAGE_ORDER[-1],
+                   help=f"last stage to run (default: {STAGE_ORDER[-1]})")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from tasks.config import ConfigError
+    from data_manifests import ManifestError
+    from tasks.config import ConfigError, load_run_config
+    from tasks.sources import parse_gallery, parse_sources
+    from tasks.stage import check_run
 
     from ..cli import UserError
-    from ..config import load_run_config
 
-    try:
+    try:  # everything a user can get wrong fails here, before Prefect starts or any stage runs
         cfg = load_run_config(args.config)
-        from tasks.sources import parse_gallery, parse_sources
-
         parse_sources(cfg.sources)
         parse_gallery(cfg.gallery)
-    except (ConfigError, ValueError) as exc:
+        check_run(args.run, cfg, args.config)
+    except (ConfigError, ManifestError, ValueError) as exc:
         raise UserError(str(exc)) from None
-    from ..distill import distill_flow
-
     from data_manifests import RunLayout
     from tasks.funnel import format_table, funnel_table
 
-    distill_flow(run=args.run, config=args.config, until=args.until)
+    from ..distill import distill_flow
+
+    results = distill_flow(run=args.run, config=args.config, until=args.until)
     layout = RunLayout.at(args.run)
+    for report in results.values():  # one line per stage: skipped, redone and why
+        print(report["line"])
     print(f"run {layout.root} (through {args.until})\n" + format_table(funnel_table(layout)))
     print(f"manifests: {layout.root / 'manifests'}   reports: {layout.reports}")
     return 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("ingest", help="list, hash and probe dataset pairs and gallery images into RUN/manifests",
                        description="Write RUN/manifests/{candidates,gallery,rejects} from dataset folders. "
-                                   "Source specs: ADAPTER[.LABEL][:TYPE]=PATH (adapters: see `unirain ingest --list-adapters`).")
+                                   "Source specs: ADAPTER[.LABEL][:TYPE]=PATH (adapters: see `unirain ingest --list-adapters`). "
+                                   "A new run records its shard count (ingest.num_shards of --config, else 16); "
+                                   "later commands on the run use it.")
     p.add_argument("--run", help="run folder (created if missing)")
     p.add_argument("--source", action="append", default=[], metavar="NAME=PATH", help="a paired dataset; repeatable")
     p.add_argument("--gallery", action="append", default=[], metavar="PATH", help="a folder of real rainy photos (recursive); repeatable")
@@ -27,20 +29,25 @@ def run(args) -> int:
         raise UserError("--run is required")
     if not args.source and not args.gallery:
         raise UserError("nothing to ingest: give at least one --source NAME=PATH or --gallery PATH")
-    from tasks.config import ConfigError, RunConfig, load_yaml, parse_run_config
+    from data_manifests import ManifestError
+    from tasks.config import ConfigError, RunConfig, load_run_config
     from tasks.sources import parse_gallery, parse_sources
+    from tasks.stage import check_run
 
     try:
-        cfg = parse_run_config(load_yaml(args.config), args.config) if args.config else RunConfig()
+        cfg = load_run_config(args.config) if args.config else RunConfig()
+        cfg = cfg.model_copy(update={"sources": args.source, "gallery": args.gallery})
         parse_sources(args.source)
         parse_gallery(args.gallery)
-    except (ValueError, ConfigError) as exc:
+        check_run(args.run, cfg, args.config or "the default config")
+    except (ValueError, ConfigError, ManifestError) as exc:
         raise UserError(str(exc)) from None
     from data_manifests import RunLayout
     from tasks.funnel import format_table, funnel_table
 
-    from ..ingest import run_ingest
+    from ..stage import run_stage_flow
 
-    run_ingest(args.run, args.source, args.gallery, cfg.ingest, cfg.task_runner)
+    report = run_stage_flow("ingest", args.run, cfg)
+    print(report["line"])
     print(format_table(funnel_table(RunLayout.at(args.run))))
     return 0

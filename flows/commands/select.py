@@ -10,9 +10,9 @@ def register(sub) -> None:
                     "is loaded. Pairs whose verdict at the new threshold needs a judge the cascade skipped are "
                     "reported and left undecided; rerun the vote stage at that threshold to ask them.")
     p.add_argument("--run", required=True, help="run folder (voted)")
-    p.add_argument("--config", help="run config YAML (its vote.threshold, select: and ingest.num_shards apply)")
+    p.add_argument("--config", help="run config YAML (its vote.threshold and select: apply)")
     p.add_argument("--threshold", type=float, metavar="X",
-                   help="vote = p_real >= X (default: the config's vote.threshold, else the vote stage's)")
+                   help="vote = p_real >= X (default: the config's vote.threshold)")
     p.set_defaults(func=run)
 
 
@@ -25,26 +25,23 @@ def run(args) -> int:
         raise UserError(f"--threshold must be within [0, 1], not {args.threshold:g}")
     if not (Path(args.run) / "manifests" / "votes").is_dir():
         raise UserError(f"{args.run}: no votes manifest; run `unirain distill --until vote` first")
-    vote = select = ingest = None
-    if args.config:
-        from tasks.config import ConfigError
-
-        from ..config import load_run_config
-
-        try:
-            cfg = load_run_config(args.config)
-        except ConfigError as exc:
-            raise UserError(str(exc)) from None
-        vote, select, ingest = cfg.vote, cfg.select, cfg.ingest
-    from data_manifests import RunLayout
-
-    from ..select import select_flow
+    from data_manifests import ManifestError, RunLayout
+    from tasks.config import ConfigError, RunConfig, load_run_config
+    from tasks.stage import check_run
 
     try:
-        counts = select_flow(run=args.run, vote=vote, select=select, threshold=args.threshold, ingest=ingest)
+        cfg = load_run_config(args.config) if args.config else RunConfig()
+        check_run(args.run, cfg, args.config or "the default config")
+    except (ConfigError, ManifestError) as exc:
+        raise UserError(str(exc)) from None
+    from ..stage import run_stage_flow
+
+    try:
+        counts = run_stage_flow("select", args.run, cfg, threshold=args.threshold)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     layout = RunLayout.at(args.run)
+    print(counts["line"])
     print((layout.reports / "funnel.md").read_text())
     print(f"distilled: {counts['distilled']} pairs at threshold {counts['threshold']:g} -> {layout.manifest('distilled')}")
     if counts.get("needs_skipped_judge"):

@@ -1,0 +1,38 @@
+"""`unirain relocate`: point a run's sources at their new roots after the run or its data moved."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("relocate", help="update the folders a run's sources live in (a moved run or moved data)",
+                       description="Manifests store image paths relative to their source's root; RUN/run.json maps "
+                                   "each source to its root. After moving the data (or the run to another machine), "
+                                   "give each moved source its new root. Without --root: list the roots.")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--root", action="append", default=[], metavar="NAME=PATH", help="a source's new root; repeatable")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from data_manifests import ManifestError, RunLayout
+
+    from ..cli import UserError
+
+    layout = RunLayout.at(args.run)
+    try:
+        roots = {}
+        for spec in args.root:
+            name, sep, path = spec.partition("=")
+            if not sep or not name or not path:
+                raise UserError(f"bad --root {spec!r}: expected NAME=PATH")
+            roots[name] = Path(path).expanduser()
+        moved = layout.relocate(roots) if roots else {}
+        current = layout.roots()
+    except ManifestError as exc:
+        raise UserError(str(exc)) from None
+    for name, (old, new) in moved.items():
+        print(f"{name}: {old} -> {new}")
+    for name, root in sorted(current.items()):
+        print(f"{name:24s} {root}{'' if Path(root).is_dir() else '   (missing)'}")
+    return 0
