@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "flows.commands.train",
     "flows.commands.model_info",
     "flows.commands.ablate",
+    "flows.commands.ablate",
 ]
 
 

@@ -139,3 +139,55 @@ def format_markdown(table: pd.DataFrame) -> str:
             cells.append(f"{r['gain_psnr']:+.2f} / {r['gain_ssim']:+.4f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def scoring_pairs(data=(), manifests=(), train_data: str | Path | None = None,
+               val_fraction: float = 0.05) -> tuple[pd.DataFrame, str]:
+    """The pairs to score and how to name them: the given test folders/manifests, else the held-out
+    validation split of `train_data` (the trainer's own split: never trained on)."""
+    from unirain_model.data import read_pairs, split_train_val
+    from unirain_model.evaluation import collect_test_sets
+
+    if data or manifests:
+        pairs = collect_test_sets(data, manifests)
+        return pairs, ", ".join(sorted(pairs["test_set"].astype(str).unique()))
+    if train_data is None:
+        raise ValueError("no test data: give test folders/manifests or the training data")
+    _, val = split_train_val(read_pairs(train_data), val_fraction)
+    return val.assign(test_set="validation split"), f"the validation split of {train_data} (held out from training)"
+
+
+def run_ablation(cfg: TrainConfig, run_dir: str | Path, data: str | Path, variants: list[str], pairs: pd.DataFrame,
+                 device: str | None = None, progress_for=None, log=print) -> pd.DataFrame:
+    """Train each variant in `RUN/ablation/<variant>/` (resuming; a finished one is not retrained), score
+    it on `pairs`, and write `RUN/reports/ablation.{csv,md}`; returns the table (input row first).
+
+    `progress_for(variant)` may return a trainer progress callback for that variant.
+    """
+    run_dir = Path(run_dir)
+    paths = {variant_name(v): resolve_variant(v) for v in variants}  # every name checked before any training
+    if len(paths) != len(variants):
+        raise ConfigError(f"variants: a name appears twice in {variants}")
+    scores = {INPUT_ROW: input_scores(pairs)}
+    for name, path in paths.items():
+        folder = run_dir / "ablation" / name
+        log(f"ablate: {name} ({path}) in {folder}")
+        result = train_variant(cfg, path, folder, data, progress=progress_for(name) if progress_for else None)
+        if result.checkpoint is None:
+            raise ValueError(f"{name}: training wrote no checkpoint")
+        scores[name] = score_checkpoint(result.checkpoint, pairs, device=device or cfg.device,
+                                        cache=folder / "reports" / "ablation_scores.csv")
+    table = paper_table(scores)
+    reports = run_dir / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    table.to_csv(reports / "ablation.csv", index=False)
+    return table
+
+
+def write_markdown(table: pd.DataFrame, path: str | Path, cfg: TrainConfig, test_name: str) -> str:
+    text = (f"# Model ablation\n\nEach config trained {cfg.iters} iterations with the same recipe (batch "
+            f"{cfg.batch_size}, crop {cfg.crop}, lr {cfg.lr}, sampler {cfg.sampler}, reweighting "
+            f"{cfg.reweighting.kind}); scored on {test_name} (BasicSR protocol, RGB; the average is the mean "
+            f"of the per-type means).\n\n{format_markdown(table)}\n")
+    Path(path).write_text(text)
+    return text
