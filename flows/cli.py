@@ -22,7 +22,6 @@ COMMAND_MODULES = [
     "flows.commands.train",
     "flows.commands.model_info",
     "flows.commands.ablate",
-    "flows.commands.ablate",
 ]
 
 
