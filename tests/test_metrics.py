@@ -1,4 +1,5 @@
-"""PSNR/SSIM against an independent transcription of BasicSR's algorithm (BGR input, 2-D window)."""
+"""PSNR/SSIM against an independent transcription of BasicSR's algorithm (BGR input, 2-D window), against
+torchmetrics (a library users trust), and the released protocol against scikit-image's defaults."""
 from __future__ import annotations
 
 import numpy as np
@@ -87,3 +88,96 @@ def test_bad_shapes_refused():
         psnr(a, np.zeros((20, 21, 3), np.uint8))
     with pytest.raises(ValueError, match="11"):
         ssim(a, a, crop_border=5)
+
+
+# ----------------------------------------------------------------------------- against torchmetrics
+def _photo_pairs():
+    """Real photos (shipped with scikit-image) with noise, blur and a colour cast."""
+    from skimage import data as skdata
+
+    rng = np.random.default_rng(1)
+    out = []
+    for img in (skdata.astronaut()[100:260, 150:330], skdata.chelsea()[60:200, 100:300], skdata.coffee()[:120, :150]):
+        noisy = np.clip(img.astype(int) + rng.integers(-25, 26, img.shape), 0, 255).astype(np.uint8)
+        p = np.pad(img.astype(int), ((2, 0), (2, 0), (0, 0)), mode="edge")  # shifted copies, no wrap-around
+        blurred = ((img + p[:-2, 2:] + p[2:, :-2]) // 3).astype(np.uint8)
+        cast = np.clip(img.astype(int) + [25, -5, 10], 0, 255).astype(np.uint8)
+        out += [(noisy, img), (blurred, img), (cast, img)]
+    return out
+
+
+def _chw(a: np.ndarray):
+    import torch
+
+    a = a[..., None] if a.ndim == 2 else a
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))[None].astype(np.float64))
+
+
+@pytest.mark.parametrize("y_channel", [False, True])
+def test_matches_torchmetrics(y_channel):
+    """Our BasicSR-protocol PSNR/SSIM against torchmetrics (Gaussian 11, σ 1.5, data_range 255), in float64.
+
+    PSNR is the same formula; torchmetrics converts from natural logs with a float32 ln 10, hence 1e-5
+    rather than 1e-9 (a relative 4e-8 of ~30 dB). SSIM: torchmetrics reflect-pads the image by 5 pixels and
+    averages the SSIM map over every pixel, BasicSR (and we) average only where the 11×11 window fits
+    ("valid"). Inside that valid area the two maps are the same numbers, so the mean of torchmetrics'
+    full map without its 5-pixel rim equals ours to 1e-9. The plain torchmetrics figure also counts
+    the rim, whose padded statistics differ; the gap is at most 2·rim/all pixels (SSIM values lie in
+    [-1, 1]) and measured at most 0.011 on these 120-200 px crops (a 5-pixel rim is 12-15% of them); it shrinks
+    as images grow.
+    """
+    from torchmetrics.functional.image import peak_signal_noise_ratio as tm_psnr
+    from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
+
+    for img, ref in _photo_pairs():
+        a, b = (rgb_to_y(img), rgb_to_y(ref)) if y_channel else (img, ref)
+        ta, tb = _chw(a), _chw(b)
+        assert psnr(img, ref, y_channel=y_channel) == pytest.approx(tm_psnr(ta, tb, data_range=255.0).item(), abs=1e-5)
+        whole, full = tm_ssim(ta, tb, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=255.0,
+                              return_full_image=True)
+        ours = ssim(img, ref, y_channel=y_channel)
+        assert full[..., 5:-5, 5:-5].mean().item() == pytest.approx(ours, abs=1e-9)
+        h, w = a.shape[:2]
+        rim = 1 - (h - 10) * (w - 10) / (h * w)
+        assert abs(whole.item() - ours) <= 2 * rim
+        assert abs(whole.item() - ours) < 0.02
+
+
+# ----------------------------------------------------------------------------- the released protocol
+def test_released_crop_is_centred_to_multiples_of_16():
+    from unirain_model.metrics import crop_to_multiple, prepare_pair
+
+    img = np.arange(37 * 50 * 3).reshape(37, 50, 3)
+    out = crop_to_multiple(img)
+    assert out.shape == (32, 48, 3)
+    # remainders 5 and 2: offsets 5 // 2 = 2 rows and 2 // 2 = 1 column, as the released crop_img
+    assert np.array_equal(out, img[2:34, 1:49])
+    assert crop_to_multiple(img[:32, :48]).shape == (32, 48, 3)
+    a, b = prepare_pair(img, img + 1, "released")
+    assert a.shape == b.shape == (32, 48, 3)
+    assert prepare_pair(img, img, "basicsr")[0] is img
+    with pytest.raises(ValueError, match="smaller than 16"):
+        crop_to_multiple(img[:15])
+
+
+def test_released_scores_are_scikit_image_defaults():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from unirain_model.metrics import crop_to_multiple, score
+
+    for img, ref in _photo_pairs()[:4]:
+        a, b = crop_to_multiple(img), crop_to_multiple(ref)
+        got = score(a, b, "released")
+        fa, fb = a.astype(np.float32) / 255, b.astype(np.float32) / 255
+        assert got["ssim"] == pytest.approx(structural_similarity(fb, fa, data_range=1.0, channel_axis=-1), abs=1e-7)
+        assert got["psnr"] == pytest.approx(peak_signal_noise_ratio(fb, fa, data_range=1.0), abs=1e-6)
+        assert np.isnan(got["psnr_y"]) and np.isnan(got["ssim_y"])  # the released code reports RGB only
+        # a float output is scored as it is (clamped, not rounded to uint8)
+        f = np.clip(fa + 0.3 / 255, 0, 1)
+        assert score(f, b, "released")["psnr"] == pytest.approx(peak_signal_noise_ratio(fb, f, data_range=1.0), abs=1e-6)
+        # the protocols are different numbers: a figure must name its protocol
+        assert abs(score(a, b, "basicsr")["ssim"] - got["ssim"]) > 1e-3
+    with pytest.raises(ValueError, match="crop_border"):
+        score(a, b, "released", crop_border=4)
+    with pytest.raises(ValueError, match="protocol"):
+        score(a, b, "matlab")
