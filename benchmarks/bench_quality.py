@@ -105,15 +105,14 @@ def model_cost(model_path: str) -> dict:
 
 def val_input_l1(train_data: str, val_fraction: float, val_crop: int | None, max_per_type: int | None) -> dict:
     """Validation L1 of the rainy input itself per type (the trainer's validation pairs and crops)."""
-    from unirain_model.data import TypeTable, ValImages, read_pairs, split_train_val
+    import torch
+
+    from unirain_model.data import TypeTable, read_pairs, split_train_val, val_loaders
+    from unirain_model.evaluation import input_validation
 
     _, val = split_train_val(read_pairs(train_data), val_fraction)
-    table = TypeTable.from_frame(val)
-    out = {}
-    for t, pairs in zip(table.types, table.pairs):
-        items = [it for it in ValImages(list(pairs[:max_per_type] if max_per_type else pairs), val_crop) if it is not None]
-        out[t] = float(sum((a - b).abs().mean() for a, b in items) / len(items))
-    return out
+    loaders = val_loaders(TypeTable.from_frame(val), val_crop, 8, max_per_type)
+    return {t: v["l1"] for t, v in input_validation(loaders, torch.device("cpu")).items()}
 
 
 def run_job(job: dict) -> dict:

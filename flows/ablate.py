@@ -45,8 +45,10 @@ def ablate_flow(run: str, variants: list[str], config: str = "configs/paper.yaml
                                        description=f"ablation: training {name}")
         return _Progress(aid)
 
-    table = run_ablation(cfg, layout.root, train_data, variants, pairs, device=device, progress_for=progress_for)
-    md = write_markdown(table, layout.reports / "ablation.md", cfg, test_name)
+    protocol = ecfg.protocol
+    table = run_ablation(cfg, layout.root, train_data, variants, pairs, device=device, progress_for=progress_for,
+                         protocol=protocol)
+    md = write_markdown(table, layout.reports / "ablation.md", cfg, test_name, protocol)
     publish_table(layout, "ablation", table.round(4), f"Model ablation (PSNR/SSIM per rain type) on {test_name}")
     create_markdown_artifact(key=artifact_key(layout, "ablation-md"), markdown=md, description="Model ablation table")
     print(md)

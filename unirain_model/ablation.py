@@ -59,7 +59,7 @@ def _pairs_key(pairs: pd.DataFrame) -> str:
 
 
 def score_checkpoint(checkpoint: str | Path, pairs: pd.DataFrame, device: str = "cpu", tile: int | None = None,
-                     cache: str | Path | None = None) -> pd.DataFrame:
+                     cache: str | Path | None = None, protocol: str = "basicsr") -> pd.DataFrame:
     """Per-image PSNR/SSIM (the evaluation module's protocol) of a checkpoint on `pairs` (a frame from
     `evaluation.collect_test_sets`). With `cache` (a CSV path) an unchanged checkpoint + pair set is read
     back instead of being scored again."""
@@ -68,7 +68,7 @@ def score_checkpoint(checkpoint: str | Path, pairs: pd.DataFrame, device: str = 
     from unirain_model.trainer import resolve_device
 
     weights = resolve_weights(checkpoint)
-    key = f"{weights.name}:{_pairs_key(pairs)}"
+    key = f"{weights.name}:{_pairs_key(pairs)}:{protocol}"
     if cache is not None and Path(cache).is_file():
         frame = pd.read_csv(cache)
         if "cache_key" in frame and (frame["cache_key"] == key).all():
@@ -76,28 +76,22 @@ def score_checkpoint(checkpoint: str | Path, pairs: pd.DataFrame, device: str = 
     model, _ = load_model(weights, resolve_device(device))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # unreadable pairs are counted in the frame
-        frame = evaluate_pairs(model, pairs, tile=tile)
+        frame = evaluate_pairs(model, pairs, tile=tile, protocol=protocol)
     if cache is not None:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         frame.assign(cache_key=key).to_csv(cache, index=False)
     return frame
 
 
-def input_scores(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Per-image scores of doing nothing: the rainy input against its target, same protocol."""
-    from unirain_model.data import BadImage, load_pair
-    from unirain_model.evaluation import score_pair
+def input_scores(pairs: pd.DataFrame, protocol: str = "basicsr") -> pd.DataFrame:
+    """Per-image scores of doing nothing (the rainy input against its target, same protocol), with the
+    model's column names so `paper_table` takes it as a row."""
+    from unirain_model.evaluation import score_inputs
 
-    rows = []
-    for r in pairs.itertuples(index=False):
-        row = {"test_set": r.test_set, "rain_type": r.rain_type, "pair_id": r.pair_id}
-        try:
-            rainy, clean = load_pair(r.rainy_path, r.clean_path)
-            row.update(score_pair(rainy, clean))
-        except BadImage:
-            row.update({m: np.nan for m in SCORES})
-        rows.append(row)
-    return pd.DataFrame(rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        frame = score_inputs(pairs, protocol=protocol)
+    return frame.rename(columns={f"input_{m}": m for m in ("psnr", "ssim", "psnr_y", "ssim_y")})
 
 
 def per_type(scores: pd.DataFrame) -> dict[str, float]:
@@ -158,7 +152,7 @@ def scoring_pairs(data=(), manifests=(), train_data: str | Path | None = None,
 
 
 def run_ablation(cfg: TrainConfig, run_dir: str | Path, data: str | Path, variants: list[str], pairs: pd.DataFrame,
-                 device: str | None = None, progress_for=None, log=print) -> pd.DataFrame:
+                 device: str | None = None, progress_for=None, log=print, protocol: str = "basicsr") -> pd.DataFrame:
     """Train each variant in `RUN/ablation/<variant>/` (resuming; a finished one is not retrained), score
     it on `pairs`, and write `RUN/reports/ablation.{csv,md}`; returns the table (input row first).
 
@@ -168,7 +162,7 @@ def run_ablation(cfg: TrainConfig, run_dir: str | Path, data: str | Path, varian
     paths = {variant_name(v): resolve_variant(v) for v in variants}  # every name checked before any training
     if len(paths) != len(variants):
         raise ConfigError(f"variants: a name appears twice in {variants}")
-    scores = {INPUT_ROW: input_scores(pairs)}
+    scores = {INPUT_ROW: input_scores(pairs, protocol)}
     for name, path in paths.items():
         folder = run_dir / "ablation" / name
         log(f"ablate: {name} ({path}) in {folder}")
@@ -176,7 +170,7 @@ def run_ablation(cfg: TrainConfig, run_dir: str | Path, data: str | Path, varian
         if result.checkpoint is None:
             raise ValueError(f"{name}: training wrote no checkpoint")
         scores[name] = score_checkpoint(result.checkpoint, pairs, device=device or cfg.device,
-                                        cache=folder / "reports" / "ablation_scores.csv")
+                                        cache=folder / "reports" / "ablation_scores.csv", protocol=protocol)
     table = paper_table(scores)
     reports = run_dir / "reports"
     reports.mkdir(parents=True, exist_ok=True)
@@ -184,10 +178,11 @@ def run_ablation(cfg: TrainConfig, run_dir: str | Path, data: str | Path, varian
     return table
 
 
-def write_markdown(table: pd.DataFrame, path: str | Path, cfg: TrainConfig, test_name: str) -> str:
+def write_markdown(table: pd.DataFrame, path: str | Path, cfg: TrainConfig, test_name: str,
+                   protocol: str = "basicsr") -> str:
     text = (f"# Model ablation\n\nEach config trained {cfg.iters} iterations with the same recipe (batch "
             f"{cfg.batch_size}, crop {cfg.crop}, lr {cfg.lr}, sampler {cfg.sampler}, reweighting "
-            f"{cfg.reweighting.kind}); scored on {test_name} (BasicSR protocol, RGB; the average is the mean "
-            f"of the per-type means).\n\n{format_markdown(table)}\n")
+            f"{cfg.reweighting.kind}); scored on {test_name}, protocol `{protocol}`, RGB; the average is the "
+            f"mean of the per-type means.\n\n{format_markdown(table)}\n")
     Path(path).write_text(text)
     return text
