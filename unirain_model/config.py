@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +33,13 @@ class ReweightingConfig(_Section):
     every: Literal["epoch"] | Annotated[int, Field(ge=1)] | None = Field(
         None, description="the reweighting clock: 'epoch' (one pass over the training pairs, the released "
                           "code), N iterations, or null = at every evaluation (eval_every)")
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _one_message(cls, v: Any) -> Any:  # one clear error instead of one per union member
+        if v is None or v == "epoch" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"expected 'epoch', a whole number of iterations >= 1, or null; got {v!r}")
 
 
 class TrainConfig(_Section):
