@@ -5,7 +5,7 @@ details smeared). Evaluation writes one PNG per test set and rain type; training
 of grid to TensorBoard at every validation (`TrainingPreviews`), beside the scalars.
 
 Thumbnails are scaled so their longer side is `thumb` pixels and each row carries a caption with the
-scores, so a grid of 3 images stays a modest PNG (~0.2-0.4 MB at 192 px).
+scores, so a grid of 3 photos stays a modest PNG (~0.3 MB at 160 px).
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class PreviewCollector:
     """Keeps the first `per_key` images offered for each (test set, rain type), as thumbnails."""
 
     per_key: int = 3
-    thumb: int = 192
+    thumb: int = 160
     rows: dict[tuple[str, str], list[PreviewRow]] = field(default_factory=dict)
 
     def wants(self, key: tuple[str, str]) -> bool:
