@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_manifests import (
-    FINGERPRINT_KEY, RunLayout, bytes_digest, count_rows, get_schema, pair_id, relative_to_root, shard_name, shard_of,
+    FINGERPRINT_KEY, RunLayout, bytes_digest, get_schema, pair_id, relative_to_root, shard_name, shard_of,
     write_shard,
 )
 from data_manifests.reader import read_manifest
@@ -25,7 +25,7 @@ from .config import IngestConfig
 from .imageio import ImageInfo, ImageRejected, mean_luminance, probe_image_bytes
 from .pipeline import spec as spec_of
 from .sources import SourceSpec, parse_gallery, parse_sources
-from .stage import Stage
+from .stage import Stage, read_state
 
 STAGE = "ingest"
 NIGHT_LUMA = 0.22  # mean luma under this reads as a night scene (synthetic night sets sit ~0.1)
@@ -280,4 +280,5 @@ class IngestStage(Stage):
         run.set_roots(self.roots())  # also when skipped: the config may name a moved copy of the data
         if redone:
             return {}
-        return {name: count_rows(run.manifest(name), name) for name in ("candidates", "gallery")}
+        last = (read_state(run, self.name) or {}).get("last") or {}
+        return {k: last[k] for k in ("candidates", "gallery", "rejects") if k in last}

@@ -164,8 +164,13 @@ def test_paired_adapter_infers_day_and_night(tmp_path):
 
 
 def test_ingest_flow_writes_manifests_and_skips_when_done(tmp_path, prefect_harness, monkeypatch):
-    from flows.ingest import run_ingest
+    from flows.stage import run_stage_flow
+    from tasks.config import RunConfig
     from tasks.funnel import funnel_table
+
+    def run_ingest(run, sources, gallery, cfg):
+        report = run_stage_flow("ingest", run, RunConfig(sources=sources, gallery=gallery, ingest=cfg))
+        return {k: report[k] for k in ("candidates", "gallery", "rejects")}
 
     build_dataset(tmp_path / "ds")
     gallery = tmp_path / "gallery"
@@ -179,6 +184,11 @@ def test_ingest_flow_writes_manifests_and_skips_when_done(tmp_path, prefect_harn
     layout = RunLayout.at(run)
     cands = read_manifest(layout.manifest("candidates"), "candidates")
     assert len(cands) == 8 and cands["pair_id"].is_unique
+    # paths relative to the source's root, which run.json records
+    assert not cands["rainy_path"].map(lambda p: Path(p).is_absolute()).any()
+    assert layout.roots() == {"unirain": str((tmp_path / "ds").resolve()), "gallery": str(gallery.resolve())}
+    absolute = layout.absolute_paths(cands, ("rainy_path", "clean_path"))
+    assert absolute["rainy_path"].map(lambda p: Path(p).is_file()).all()
     assert len(list(layout.manifest("candidates").glob("part-*.parquet"))) == 4
     rejects = read_manifest(layout.rejects, "rejects")
     assert sorted(rejects["reason"].value_counts().items()) == sorted(

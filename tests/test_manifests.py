@@ -36,7 +36,7 @@ def test_write_read_round_trip_with_version_metadata(tmp_path):
     write_shard(rows[:6], tmp_path, "part-00000.parquet", schema)
     write_shard(rows[6:], tmp_path, "part-00001.parquet", schema)
     meta = pq.read_schema(tmp_path / "part-00000.parquet").metadata
-    assert meta[b"unirain.manifest"] == b"candidates" and meta[b"unirain.schema_version"] == b"1"
+    assert meta[b"unirain.manifest"] == b"candidates" and meta[b"unirain.schema_version"] == str(schema.version).encode()
     frame = read_manifest(tmp_path, "candidates")
     assert sorted(frame["pair_id"]) == sorted(r["pair_id"] for r in rows)
     assert list(frame.columns) == schema.columns

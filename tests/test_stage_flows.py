@@ -1,4 +1,4 @@
-"""Caption, embed/index and retrieve as Prefect flows on tiny models: outputs, resume, refusals."""
+"""Caption, embed/index and retrieve through the generic stage flow on tiny models: outputs, resume, refusals."""
 import json
 
 import pandas as pd
@@ -9,25 +9,25 @@ from data_manifests import RunLayout, read_manifest, shard_files
 SIZE = (96, 96)
 
 
+def stage(name, run, cfg):
+    from flows.stage import run_stage_flow
+
+    return run_stage_flow(name, str(run), cfg)
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory, tiny_models, prefect_harness):
-    from flows.caption import caption_flow
-    from flows.embed import embed_flow
-    from flows.ingest import run_ingest
-    from flows.retrieve import retrieve_flow
     from tasks.synth import synthesize_gallery, synthesize_paired
 
     root = tmp_path_factory.mktemp("stages")
     synthesize_paired(root / "paired", per_type=2, seed=3, size=SIZE)
     synthesize_gallery(root / "gallery", n=6, seed=4, size=SIZE)
     (root / "gallery" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    cfg = tiny_models.config
+    cfg = tiny_models.config.model_copy(update={"sources": [f"unirain={root / 'paired'}"],
+                                                "gallery": [str(root / "gallery")]})
     run = root / "run"
-    run_ingest(run, [f"unirain={root / 'paired'}"], [str(root / "gallery")], cfg.ingest)
-    kw = dict(run=str(run), ingest=cfg.ingest)
-    caption_flow(model=cfg.models.captioner, caption=cfg.caption, **kw)
-    embed_flow(model=cfg.models.embedder, embed=cfg.embed, index=cfg.index, **kw)
-    retrieve_flow(retrieval=cfg.retrieval, **kw)
+    for name in ("ingest", "caption", "embed", "retrieve"):
+        stage(name, run, cfg)
     return RunLayout.at(run), cfg
 
 
@@ -72,9 +72,6 @@ def test_indexes_record_model_and_ids_and_refuse_another_model(small_run):
 
 
 def test_crash_mid_stage_resumes_without_duplicates_or_losses(small_run):
-    from flows.caption import caption_flow
-    from flows.retrieve import retrieve_flow
-
     layout, cfg = small_run
     before_caps = read_manifest(layout.manifest("captions"), "captions").sort_values("item_id", ignore_index=True)
     before_ret = read_manifest(layout.manifest("retrieval"), "retrieval").sort_values("pair_id", ignore_index=True)
@@ -85,10 +82,12 @@ def test_crash_mid_stage_resumes_without_duplicates_or_losses(small_run):
     lost_ret = shard_files(layout.manifest("retrieval"))[-1]
     lost_ret.unlink()
     kept_mtime = {p: p.stat().st_mtime_ns for p in shard_files(layout.manifest("captions"))}
-    totals = caption_flow(run=str(layout.root), model=cfg.models.captioner, caption=cfg.caption, ingest=cfg.ingest)
-    assert totals["shards_done"] == 1 and totals["shards_skipped"] == cfg.ingest.num_shards - 1
+    totals = stage("caption", layout.root, cfg)
+    assert totals["redone"] == 1 and totals["skipped"] == cfg.ingest.num_shards - 1
+    assert totals["reasons"] == {"missing": 1}
     assert all(p.stat().st_mtime_ns == m for p, m in kept_mtime.items())  # finished shards untouched
-    retrieve_flow(run=str(layout.root), retrieval=cfg.retrieval, ingest=cfg.ingest)
+    retrieve = stage("retrieve", layout.root, cfg)  # embed was not rerun: retrieval redoes only its lost shard
+    assert retrieve["redone"] == 1 and retrieve["reasons"] == {"missing": 1}
     after_caps = read_manifest(layout.manifest("captions"), "captions").sort_values("item_id", ignore_index=True)
     after_ret = read_manifest(layout.manifest("retrieval"), "retrieval").sort_values("pair_id", ignore_index=True)
     pd.testing.assert_frame_equal(before_caps, after_caps)
@@ -97,12 +96,11 @@ def test_crash_mid_stage_resumes_without_duplicates_or_losses(small_run):
 
 
 def test_empty_gallery_fails_at_once(tmp_path, tiny_models, prefect_harness):
-    from flows.caption import caption_flow
-    from flows.ingest import run_ingest
     from tasks.synth import synthesize_paired
 
     synthesize_paired(tmp_path / "paired", per_type=1, seed=5, size=SIZE)
-    cfg = tiny_models.config
-    run_ingest(tmp_path / "run", [f"unirain={tmp_path / 'paired'}"], [], cfg.ingest)
+    cfg = tiny_models.config.model_copy(update={"sources": [f"unirain={tmp_path / 'paired'}"]})
+    stage("ingest", tmp_path / "run", cfg)
     with pytest.raises(ValueError, match="gallery .* is empty"):
-        caption_flow(run=str(tmp_path / "run"), model=cfg.models.captioner, caption=cfg.caption, ingest=cfg.ingest)
+        stage("caption", tmp_path / "run", cfg)
+    assert not RunLayout.at(tmp_path / "run").manifest("captions").exists()  # refused before any shard
