@@ -8,6 +8,7 @@ from data_manifests import RunLayout, read_manifest, write_shard, get_schema
 from tasks.config import SelectConfig
 from tasks.judges import NO_MASS, Judge, register_judge
 from tasks.selection import exhaustiveness, select_run
+from tasks.stage import write_state
 from tasks.vote_reports import fleiss_kappa, write_select_reports
 from tasks.voting import NO, VoteMeta, YES, write_votes
 
@@ -67,6 +68,7 @@ def build_run(root) -> RunLayout:
                          "prompt_version": "rain-realism-v1"})
     meta = VoteMeta(PANEL, T, True, "rain-realism-v1")
     write_votes(run, 0, rows, [rej(pid(9), "vote", "undecided")], meta)
+    write_state(run, "vote", {"generation": "votes-1"})  # the vote stage finished (select's upstream)
     return run
 
 
@@ -184,22 +186,31 @@ def test_select_command_recuts_without_any_model(tmp_path, prefect_harness, caps
 
 
 def test_select_flow_skips_an_unchanged_cut_and_redoes_a_changed_one(tmp_path, prefect_harness):
-    from flows.select import select_flow
+    from flows.stage import run_stage_flow
+    from tasks.config import RunConfig
 
+    def select_flow(threshold):
+        return run_stage_flow("select", str(run.root), RunConfig(ingest={"num_shards": 2}), threshold=threshold)
+
+    counts = ("distilled", "voted_out", "undecided", "needs_skipped_judge", "threshold")
     run = build_run(tmp_path / "run")
-    first = select_flow(run=str(run.root), threshold=0.5)
+    first = select_flow(0.5)
+    assert first["redone"] == 2
     stamp = {p: p.stat().st_mtime_ns for p in run.manifest("distilled").glob("*.parquet")}
-    assert select_flow(run=str(run.root), threshold=0.5) == first
+    again = select_flow(0.5)
+    assert again["redone"] == 0 and {k: again[k] for k in counts} == {k: first[k] for k in counts}
     assert {p: p.stat().st_mtime_ns for p in run.manifest("distilled").glob("*.parquet")} == stamp
-    assert select_flow(run=str(run.root), threshold=0.75)["needs_skipped_judge"] == 2  # new arguments
-    # new inputs: a redone votes shard (published by rename) changes the signature
+    changed = select_flow(0.75)  # new arguments
+    assert changed["redone"] == 2 and changed["needs_skipped_judge"] == 2 and "threshold 0.5 -> 0.75" in changed["why"]
     (run.reports / "p_real.png").unlink()
-    assert select_flow(run=str(run.root), threshold=0.75)["needs_skipped_judge"] == 2
+    assert select_flow(0.75)["needs_skipped_judge"] == 2
     assert (run.reports / "p_real.png").is_file()  # a lost report is rebuilt
+    assert select_flow(0.75)["redone"] == 0
+    # new inputs: a redone vote stage (a new generation) makes the cut stale
     stamp = {p: p.stat().st_mtime_ns for p in run.manifest("distilled").glob("*.parquet")}
-    votes = run.manifest("votes") / "part-00000.parquet"
-    votes.write_bytes(votes.read_bytes())
-    assert select_flow(run=str(run.root), threshold=0.75)["needs_skipped_judge"] == 2
+    write_state(run, "vote", {"generation": "votes-2"})
+    redo = select_flow(0.75)
+    assert redo["redone"] == 2 and "vote was redone" in redo["why"]
     assert {p: p.stat().st_mtime_ns for p in run.manifest("distilled").glob("*.parquet")} != stamp
 
 

@@ -14,8 +14,8 @@ from tasks.config import ModelRef, VoteConfig
 from tasks.judge_cache import JudgeCache, is_final
 from tasks.judges import NO_MASS, Judge, JudgeRequest, JudgeResult, make_judge, register_judge
 from tasks.voting import (
-    ABSTAIN, JUDGE_ERROR, NO, RETRY, SKIPPED, UNDECIDED, YES, CallStats, VoteMeta, ask_next, invalidate_stale,
-    outcome, read_vote_meta, run_panel, shard_current, tally, tally_matrix, vote_shard, write_votes,
+    ABSTAIN, JUDGE_ERROR, NO, RETRY, SKIPPED, UNDECIDED, YES, CallStats, VoteMeta, VoteStage, ask_next, outcome,
+    read_vote_meta, run_panel, tally, tally_matrix, vote_shard, write_votes,
 )
 
 ANSWERS = (YES, NO, ABSTAIN, RETRY)
@@ -207,23 +207,31 @@ def test_cache_is_keyed_by_model_prompt_reference_and_candidate(tmp_path):
 
 
 def test_votes_shard_records_its_threshold_and_goes_stale(tmp_path):
-    run = RunLayout.at(tmp_path).create()
+    from tasks.config import RunConfig
+    from tasks.stage import digest
+
+    run = RunLayout.at(tmp_path).create(2)
     meta = VoteMeta(("judge_a", "judge_b", "judge_c"), 0.5, True)
     row = {"pair_id": "p" * 32, "ref_id": "r", "judge": "judge_a", "p_real": 0.7, "vote": True, "error": None,
            "prompt_version": meta.prompt_version}
     write_votes(run, 0, [row], [], meta)
     assert read_vote_meta(run.manifest("votes") / "part-00000.parquet") == meta
     assert read_manifest(run.manifest("votes"), "votes")["p_real"].tolist() == pytest.approx([0.7])
-    assert shard_current(run, 0, meta)
-    assert shard_current(run, 0, VoteMeta(meta.panel, 0.5, False)) is False  # now all judges are wanted
-    assert VoteMeta(meta.panel, 0.6, False).covers(VoteMeta(meta.panel, 0.6, True))
-    other_t = VoteMeta(meta.panel, 0.6, True)
-    assert invalidate_stale(run, 2, other_t) == [0]
-    assert not (run.manifest("votes") / "part-00000.parquet").exists()
+    # threshold, cascade and panel are in the stage fingerprint: another value redoes the shards
+    judges = [ModelRef(backend="transformers", name=n) for n in meta.panel]
+
+    def fingerprint(**vote):
+        cfg = RunConfig(models={"judges": judges}, vote=VoteConfig(**vote))
+        return digest(VoteStage(cfg, 2).fingerprint_payload({"retrieve": "g"}))
+
+    assert fingerprint(threshold=0.5) == fingerprint(threshold=0.5, timeout_s=5, chunk_size=8)  # how, not what
+    assert len({fingerprint(threshold=0.5), fingerprint(threshold=0.6), fingerprint(cascade=False)}) == 3
     # a shard holding a pair to retry is never done
+    stage = VoteStage(RunConfig(models={"judges": judges}), 2)
+    assert stage.shard_redo_reason(run, 0) is None
     write_votes(run, 1, [], [{"item_id": "q" * 32, "stage": "vote", "reason": UNDECIDED, "detail": "x",
                               "source": "toy", "path": None}], meta)
-    assert not shard_current(run, 1, meta)
+    assert stage.shard_redo_reason(run, 1) == "pairs to retry"
 
 
 def test_cache_opens_from_many_threads_at_once(tmp_path):
