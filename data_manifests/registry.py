@@ -20,8 +20,11 @@ from typing import Callable, Generic, Iterator, TypeVar
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
-    """An unknown or duplicate name; the message names the kind and lists the known names."""
+class RegistryError(KeyError, ValueError):
+    """An unknown or duplicate name; the message names the kind and lists the known names.
+
+    Also a ValueError: a name from a config or a command line is a bad value to the code that reads it.
+    """
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
@@ -82,6 +85,17 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         self._load()
         return len(self._items)
+
+
+def package_modules(package: str, suffix: str = "") -> tuple[str, ...]:
+    """The modules of `package` whose names end with `suffix`, found without importing them: a
+    registry's `lazy_modules`, so a new backend is one new file (`tasks/judges/NAME_backend.py`)."""
+    import importlib.util
+    import pkgutil
+
+    spec = importlib.util.find_spec(package)
+    folders = spec.submodule_search_locations if spec is not None else None
+    return tuple(sorted(f"{package}.{m.name}" for m in pkgutil.iter_modules(folders or []) if m.name.endswith(suffix)))
 
 
 def _describe(obj: object) -> str:

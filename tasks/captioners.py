@@ -1,7 +1,8 @@
 """Captioners: images in, one English caption per image out.
 
-Interface `Captioner`; registry `CAPTIONERS` filled by `@register_captioner(name)`; factory
-`build_captioner(ref, cfg)` picks the backend named by `ref.backend`.
+Interface `Captioner`; registry `CAPTIONERS` filled by `@CAPTIONERS.register(name)`; factory
+`build_captioner(ref, cfg)` picks the backend named by `ref.backend`. Each backend declares its
+`options:` as a `Section` (`Options`), checked at config load by `tasks.model_options`.
 
 A captioner splits its work in two so decoding can overlap the model: `preprocess` (one PIL image ->
 one tensor, cheap, picklable, runs in DataLoader workers) and `caption_batch` (a stacked batch ->
@@ -11,14 +12,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar, Literal
 
+from data_manifests.config_base import Section
+from data_manifests.registry import Registry
 from tasks.config import CaptionConfig, ModelRef
 from tasks.model_ids import ModelLoadError, local_model_id, pick_device
+from tasks.model_options import parse_options
 
 
 class Captioner(ABC):
-    name: str  # backend name, as in the registry
+    Options: ClassVar[type[Section]] = Section  # the backend's `options:`; none by default
     model_id: str  # recorded in the `captions` manifest's `model` column
     preprocess: Callable  # PIL.Image (RGB) -> torch.Tensor; picklable, no model inside
 
@@ -39,24 +43,11 @@ class Captioner(ABC):
         return self.caption_batch(torch.stack([self.preprocess(im) for im in images]))
 
 
-CAPTIONERS: dict[str, type[Captioner]] = {}
-
-
-def register_captioner(name: str):
-    def deco(cls):
-        CAPTIONERS[name] = cls
-        cls.name = name
-        return cls
-
-    return deco
+CAPTIONERS: Registry[type[Captioner]] = Registry("captioner backend")
 
 
 def build_captioner(ref: ModelRef, cfg: CaptionConfig | None = None) -> Captioner:
-    if ref.backend not in CAPTIONERS:
-        raise ModelLoadError(
-            f"models.captioner.backend: unknown captioner {ref.backend!r}; known: {sorted(CAPTIONERS)}"
-        )
-    return CAPTIONERS[ref.backend](ref, cfg or CaptionConfig())
+    return CAPTIONERS.get(ref.backend)(ref, cfg or CaptionConfig())
 
 
 class _BlipPreprocess:
@@ -71,12 +62,16 @@ class _BlipPreprocess:
 
 def captioner_model_id(ref: ModelRef) -> str:
     """The id a captioner records, computed without loading it (a finished stage's rerun loads nothing)."""
-    if ref.backend not in CAPTIONERS:
-        raise ModelLoadError(f"models.captioner.backend: unknown captioner {ref.backend!r}; known: {sorted(CAPTIONERS)}")
-    return CAPTIONERS[ref.backend].model_id_for(ref)
+    return CAPTIONERS.get(ref.backend).model_id_for(ref)
 
 
-@register_captioner("blip")
+class BlipOptions(Section):
+    device: str | None = None  # auto: cuda when available
+    dtype: Literal["float32", "float16", "bfloat16"] | None = None  # float16 on CUDA, float32 on CPU
+    prompt: str | None = None  # conditional captioning prefix such as "a picture of"
+
+
+@CAPTIONERS.register("blip")
 class BlipCaptioner(Captioner):
     """BLIP image captioning through transformers; `ref.name` is a hub name or a local folder.
 
@@ -84,19 +79,18 @@ class BlipCaptioner(Captioner):
     float32 on CPU), `prompt` (conditional captioning prefix such as "a picture of"; none by default).
     """
 
+    Options = BlipOptions
+
     def __init__(self, ref: ModelRef, cfg: CaptionConfig):
         import torch
         from transformers import BlipForConditionalGeneration, BlipProcessor
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        opts = dict(ref.options)
-        self.device = pick_device(opts.pop("device", None))
-        dtype_name = opts.pop("dtype", "float16" if self.device.startswith("cuda") else "float32")
-        self.dtype = getattr(torch, dtype_name)
-        self.prompt = opts.pop("prompt", None)
-        if opts:
-            raise ModelLoadError(f"models.captioner.options: unknown keys {sorted(opts)} for backend blip")
+        opts = parse_options(type(self), ref.options, "models.captioner")
+        self.device = pick_device(opts.device)
+        self.dtype = getattr(torch, opts.dtype or ("float16" if self.device.startswith("cuda") else "float32"))
+        self.prompt = opts.prompt
         self.max_new_tokens = cfg.max_new_tokens
         try:
             self.processor = BlipProcessor.from_pretrained(ref.name)

@@ -1,7 +1,8 @@
 """Embedders: images and texts into one vector space.
 
-Interface `Embedder`; registry `EMBEDDERS` filled by `@register_embedder(name)`; factory
-`build_embedder(ref, cfg)`.
+Interface `Embedder`; registry `EMBEDDERS` filled by `@EMBEDDERS.register(name)`; factory
+`build_embedder(ref, cfg)`. Each backend declares its `options:` as a `Section` (`Options`),
+checked at config load by `tasks.model_options`.
 
 Both image AND text embeddings are L2-normalised (`normalised = True`, recorded in index sidecars).
 The paper ranks gallery captions by L2 distance between text embeddings; on unit vectors
@@ -16,16 +17,20 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
+from pydantic import Field
 
+from data_manifests.config_base import Section
+from data_manifests.registry import Registry
 from tasks.config import EmbedConfig, ModelRef
 from tasks.model_ids import ModelLoadError, local_model_id, pick_device
+from tasks.model_options import parse_options
 
 
 class Embedder(ABC):
-    name: str  # backend name
+    Options: ClassVar[type[Section]] = Section  # the backend's `options:`; none by default
     model_id: str  # recorded with every embedding shard and index
     dim: int
     normalised: bool = True
@@ -45,22 +50,11 @@ class Embedder(ABC):
         """(n, dim) float32, L2-normalised."""
 
 
-EMBEDDERS: dict[str, type[Embedder]] = {}
-
-
-def register_embedder(name: str):
-    def deco(cls):
-        EMBEDDERS[name] = cls
-        cls.name = name
-        return cls
-
-    return deco
+EMBEDDERS: Registry[type[Embedder]] = Registry("embedder backend")
 
 
 def build_embedder(ref: ModelRef, cfg: EmbedConfig | None = None) -> Embedder:
-    if ref.backend not in EMBEDDERS:
-        raise ModelLoadError(f"models.embedder.backend: unknown embedder {ref.backend!r}; known: {sorted(EMBEDDERS)}")
-    return EMBEDDERS[ref.backend](ref, cfg or EmbedConfig())
+    return EMBEDDERS.get(ref.backend)(ref, cfg or EmbedConfig())
 
 
 def nonfinite_rows(vectors: np.ndarray) -> np.ndarray:
@@ -78,12 +72,16 @@ def open_clip_model_id(name: str, pretrained: str | None) -> str:
 
 def embedder_model_id(ref: ModelRef) -> str:
     """The id an embedder records, computed without loading it (a finished stage's rerun loads nothing)."""
-    if ref.backend not in EMBEDDERS:
-        raise ModelLoadError(f"models.embedder.backend: unknown embedder {ref.backend!r}; known: {sorted(EMBEDDERS)}")
-    return EMBEDDERS[ref.backend].model_id_for(ref)
+    return EMBEDDERS.get(ref.backend).model_id_for(ref)
 
 
-@register_embedder("open_clip")
+class OpenClipOptions(Section):
+    device: str | None = None  # auto: cuda when available
+    precision: str | None = None  # any open_clip precision; fp16 on CUDA, fp32 on CPU
+    text_batch_size: int = Field(256, ge=1)
+
+
+@EMBEDDERS.register("open_clip")
 class OpenClipEmbedder(Embedder):
     """open_clip CLIP. `ref.name`: a model name (`ViT-L-14`) with `ref.pretrained` a tag or a local
     checkpoint file, or `local-dir:FOLDER` / `hf-hub:ORG/REPO` (pretrained ignored).
@@ -91,15 +89,15 @@ class OpenClipEmbedder(Embedder):
     `text_batch_size` (256).
     """
 
+    Options = OpenClipOptions
+
     def __init__(self, ref: ModelRef, cfg: EmbedConfig):
         import open_clip
 
-        opts = dict(ref.options)
-        self.device = pick_device(opts.pop("device", None))
-        self.precision = opts.pop("precision", "fp16" if self.device.startswith("cuda") else "fp32")
-        self.text_batch_size = int(opts.pop("text_batch_size", 256))
-        if opts:
-            raise ModelLoadError(f"models.embedder.options: unknown keys {sorted(opts)} for backend open_clip")
+        opts = parse_options(type(self), ref.options, "models.embedder")
+        self.device = pick_device(opts.device)
+        self.precision = opts.precision or ("fp16" if self.device.startswith("cuda") else "fp32")
+        self.text_batch_size = opts.text_batch_size
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 ref.name, pretrained=ref.pretrained, precision=self.precision, device=self.device

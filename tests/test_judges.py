@@ -103,9 +103,9 @@ def requests_(images):
 
 @pytest.fixture(scope="module")
 def tiny_llava(tmp_path_factory):
-    from tasks.tiny_models import load_makers
+    from tasks.tiny_models import TINY_MODELS
 
-    refs = load_makers()["llava"](tmp_path_factory.mktemp("tiny_llava"), 0)
+    refs = TINY_MODELS.get("llava")(tmp_path_factory.mktemp("tiny_llava"), 0)
     return [ModelRef.model_validate(r) for r in refs]
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from data_manifests import RunLayout, read_manifest, write_shard, get_schema
 from tasks.config import SelectConfig
-from tasks.judges import NO_MASS, Judge, register_judge
+from tasks.judges import JUDGES, NO_MASS, Judge
 from tasks.selection import exhaustiveness, select_run
 from tasks.stage import write_state
 from tasks.vote_reports import fleiss_kappa, write_select_reports
@@ -156,7 +156,7 @@ def test_fleiss_kappa_known_values():
 JUDGES_BUILT = []
 
 
-@register_judge("never-build")
+@JUDGES.register("never-build")
 class NeverBuiltJudge(Judge):
     """A judge backend that records being constructed: select must never build one."""
 

@@ -35,7 +35,7 @@ def paired_run(tmp_path_factory) -> Path:
 
 def test_registry_holds_the_four_rain_types():
     assert set(RAIN_GENERATORS) == set(RAIN_TYPES)
-    with pytest.raises(ValueError, match="registered twice"):
+    with pytest.raises(ValueError, match="rain generator 'day_streak' is already registered"):
         register_rain("day_streak")(lambda clean, rng, profile: None)
     with pytest.raises(ValueError, match="unknown rain type"):
         register_rain("snow")

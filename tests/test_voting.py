@@ -12,7 +12,7 @@ import pytest
 from data_manifests import RunLayout, read_manifest
 from tasks.config import ModelRef, VoteConfig
 from tasks.judge_cache import JudgeCache, is_final
-from tasks.judges import NO_MASS, Judge, JudgeRequest, JudgeResult, make_judge, register_judge
+from tasks.judges import JUDGES, NO_MASS, Judge, JudgeOptions, JudgeRequest, JudgeResult, make_judge
 from tasks.voting import (
     ABSTAIN, JUDGE_ERROR, NO, RETRY, SKIPPED, UNDECIDED, YES, CallStats, VoteMeta, VoteStage, ask_next, outcome,
     read_vote_meta, run_panel, tally, tally_matrix, vote_shard, write_votes,
@@ -96,15 +96,21 @@ def score(model_id: str, ref_id: str, cand_id: str) -> float:
     return int.from_bytes(digest, "big") / 2**32
 
 
-@register_judge("counting-test")
+class CountingOptions(JudgeOptions):
+    bias: float = 0.0
+
+
+@JUDGES.register("counting-test")
 class CountingJudge(Judge):
     """Scores from a hash of the question (options.bias shifts a judge towards yes); `SCRIPT` injects
     faults. Counts every question it is asked."""
 
+    Options = CountingOptions
+
     def judge(self, pairs: list[JudgeRequest]) -> list[JudgeResult]:
         with CALLS_LOCK:
             CALLS[self.model_id] = CALLS.get(self.model_id, 0) + len(pairs)
-        bias = float(self.ref.options.get("bias", 0.0))
+        bias = self.options.bias
         script = SCRIPT.get(self.model_id, {})
         return [script.get(p.cand_id) or JudgeResult(min(1.0, max(0.0, score(self.model_id, p.ref_id, p.cand_id) + bias)))
                 for p in pairs]

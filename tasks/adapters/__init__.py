@@ -1,6 +1,5 @@
-"""Dataset adapters: a registry from name to adapter class, filled by `@register_adapter`."""
-from .base import ADAPTERS, DatasetAdapter, PairListing, get_adapter, register_adapter
-from . import generic  # noqa: F401  (registers)
-from . import public, public_real  # noqa: F401  (registers the public-dataset adapters)
+"""Dataset adapters: the registry `ADAPTERS` (name -> adapter class), filled by every module of this
+package when first looked up; `get_adapter(name)` builds one."""
+from .base import ADAPTERS, DatasetAdapter, PairListing, get_adapter
 
-__all__ = ["ADAPTERS", "DatasetAdapter", "PairListing", "get_adapter", "register_adapter"]
+__all__ = ["ADAPTERS", "DatasetAdapter", "PairListing", "get_adapter"]

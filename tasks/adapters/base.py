@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, ClassVar, Iterable, Iterator
 
 from data_manifests import RAIN_TYPES
-
+from data_manifests.registry import Registry, package_modules
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,8 @@ class PairListing:
 
 
 class DatasetAdapter:
-    """Subclasses set `name` (by the decorator) and implement `list_pairs`."""
+    """Subclasses register with `@ADAPTERS.register(name)` and implement `list_pairs`."""
 
-    name: ClassVar[str] = ""
     # The rain type every pair of this dataset has, unless the layout says otherwise.
     default_type: ClassVar[str | None] = "day_streak"
 
@@ -34,25 +33,13 @@ class DatasetAdapter:
         raise NotImplementedError
 
 
-ADAPTERS: dict[str, type[DatasetAdapter]] = {}
-
-
-def register_adapter(name: str) -> Callable[[type[DatasetAdapter]], type[DatasetAdapter]]:
-    def wrap(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
-        if name in ADAPTERS:
-            raise ValueError(f"adapter {name!r} registered twice")
-        cls.name = name
-        ADAPTERS[name] = cls
-        return cls
-
-    return wrap
+# Every module of this package registers its adapters when first looked up.
+ADAPTERS: Registry[type[DatasetAdapter]] = Registry("dataset adapter", lazy_modules=package_modules("tasks.adapters"))
 
 
 def get_adapter(name: str) -> DatasetAdapter:
-    try:
-        return ADAPTERS[name]()
-    except KeyError:
-        raise ValueError(f"unknown dataset adapter {name!r}; known: {', '.join(sorted(ADAPTERS))}") from None
+    """An adapter instance; an unknown name is a RegistryError listing the known ones."""
+    return ADAPTERS.get(name)()
 
 
 # ---- helpers shared by adapters -------------------------------------------------------------

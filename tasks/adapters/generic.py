@@ -6,13 +6,13 @@ from typing import Iterator
 
 from data_manifests import RAIN_TYPE_FOLDERS
 
-from .base import DatasetAdapter, PairListing, find_child, image_files, pair_by_key, register_adapter, strip_rain_affixes
+from .base import ADAPTERS, DatasetAdapter, PairListing, find_child, image_files, pair_by_key, strip_rain_affixes
 
 RAINY_DIRS = ("input", "rainy", "rain", "data")
 CLEAN_DIRS = ("target", "gt", "norain", "clean")
 
 
-@register_adapter("unirain")
+@ADAPTERS.register("unirain")
 class UniRainLayout(DatasetAdapter):
     """`{drs,drd,nrs,nrd}/{input,target}/NAME`: pairs by file name, type by folder."""
 
@@ -26,7 +26,7 @@ class UniRainLayout(DatasetAdapter):
             )
 
 
-@register_adapter("paired")
+@ADAPTERS.register("paired")
 class PairedFolder(DatasetAdapter):
     """Any folder with input|rainy|rain|data beside target|gt|norain|clean; pairs by stem.
 

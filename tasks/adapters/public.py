@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from .base import DatasetAdapter, PairListing, check_rain_type, image_files, register_adapter
+from .base import ADAPTERS, DatasetAdapter, PairListing, check_rain_type, image_files
 from .layouts import Files, dir_pair_finder, first_child, jorder_key, list_layouts, many_to_one_key, split_or, stem_key
 
 # Restormer / DRSformer keep every set as `{input,target}` with the same file name on both sides.
@@ -26,7 +26,7 @@ class _InputTargetSet(DatasetAdapter):
         yield from list_layouts(root, _INPUT_TARGET, stem_key, rain_type, _INPUT_TARGET_EXPECTED)
 
 
-@register_adapter("rain13k")
+@ADAPTERS.register("rain13k")
 class Rain13K(_InputTargetSet):
     """Rain13K, Restormer's merged training set: `train/Rain13K/{input,target}/NAME`.
 
@@ -34,12 +34,12 @@ class Rain13K(_InputTargetSet):
     """
 
 
-@register_adapter("test100")
+@ADAPTERS.register("test100")
 class Test100(_InputTargetSet):
     """Test100 (Restormer test split): `test/Test100/{input,target}/NAME`. Confirmed: mmagic deraining README."""
 
 
-@register_adapter("test1200")
+@ADAPTERS.register("test1200")
 class Test1200(_InputTargetSet):
     """Test1200 (DID-MDN test, Restormer's split): `test/Test1200/{input,target}/NAME`. Confirmed: mmagic README.
 
@@ -47,7 +47,7 @@ class Test1200(_InputTargetSet):
     """
 
 
-@register_adapter("test2800")
+@ADAPTERS.register("test2800")
 class Test2800(_InputTargetSet):
     """Test2800 (Restormer's split): `test/Test2800/{input,target}/NAME`. Confirmed: mmagic README.
 
@@ -97,7 +97,7 @@ class _JorderSet(DatasetAdapter):
         yield from list_layouts(root, _jorder_files, jorder_key, rain_type, _JORDER_EXPECTED)
 
 
-@register_adapter("rain100l")
+@ADAPTERS.register("rain100l")
 class Rain100L(_JorderSet):
     """Rain100L (JORDER light rain): Restormer's `test/Rain100L/{input,target}` or the JORDER/PReNet layouts.
 
@@ -105,7 +105,7 @@ class Rain100L(_JorderSet):
     """
 
 
-@register_adapter("rain100h")
+@ADAPTERS.register("rain100h")
 class Rain100H(_JorderSet):
     """Rain100H (JORDER heavy rain): Restormer's `test/Rain100H/{input,target}` or the JORDER/PReNet layouts.
 
@@ -113,7 +113,7 @@ class Rain100H(_JorderSet):
     """
 
 
-@register_adapter("rain200l")
+@ADAPTERS.register("rain200l")
 class Rain200L(_JorderSet):
     """Rain200L: JORDER `rain_data_train_Light/rain/X2/norain-Nx2.png` ~ `norain/norain-N.png`, or DRSformer's
     `Datasets/{train,test}/Rain200L/{input,target}`.
@@ -123,7 +123,7 @@ class Rain200L(_JorderSet):
     """
 
 
-@register_adapter("rain200h")
+@ADAPTERS.register("rain200h")
 class Rain200H(_JorderSet):
     """Rain200H: JORDER `rain_data_train_Heavy/rain/X2/norain-Nx2.png` ~ `norain/norain-N.png`, or DRSformer's
     `Datasets/{train,test}/Rain200H/{input,target}`.
@@ -138,7 +138,7 @@ class Rain200H(_JorderSet):
 _ANY = (None, None)  # `rainy_image/` is DDN's own name: any folder names above it
 
 
-@register_adapter("rain1400")
+@ADAPTERS.register("rain1400")
 class Rain1400(DatasetAdapter):
     """Rain1400 / DDN-Data: `rainy_image/K_i.jpg` ~ `ground_truth/K.jpg`, 14 rainy (i = 1..14) per clean.
 
@@ -153,7 +153,7 @@ class Rain1400(DatasetAdapter):
         yield from list_layouts(root, finder, many_to_one_key, rain_type, "rainy_image/K_i.jpg beside ground_truth/K.jpg", _ANY)
 
 
-@register_adapter("gtav_nightrain")
+@ADAPTERS.register("gtav_nightrain")
 class GTAVNightRain(DatasetAdapter):
     """GTAV-NightRain: `set{1,2,3}/{train,test}/rainy/NNNN_KK.png` ~ `.../gt/NNNN.png`, many rainy per clean.
 
@@ -171,7 +171,7 @@ class GTAVNightRain(DatasetAdapter):
         yield from list_layouts(root, finder, many_to_one_key, rain_type, "rainy/NNNN_KK.png beside gt/NNNN.png", levels)
 
 
-@register_adapter("raindrop")
+@ADAPTERS.register("raindrop")
 class Raindrop(DatasetAdapter):
     """Raindrop (Qian et al., DeRaindrop): `{train,test_a,test_b}/data/N_rain.png` ~ `gt/N_clean.png`.
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..imageio import is_image_name
-from .base import DatasetAdapter, PairListing, check_rain_type, find_child, image_files, pair_by_key, register_adapter, strip_rain_affixes
+from .base import ADAPTERS, DatasetAdapter, PairListing, check_rain_type, find_child, image_files, pair_by_key, strip_rain_affixes
 from .layouts import Files, dir_pair_finder, find_layouts, is_split_name, list_layouts, split_or, stem_key
 
 
@@ -69,7 +69,7 @@ def _spa_test_key(path: Path) -> str:
     return strip_rain_affixes(_GT_SUFFIX.sub("", path.stem))
 
 
-@register_adapter("spa")
+@ADAPTERS.register("spa")
 class SPAData(DatasetAdapter):
     """SPA-Data (Wang et al., SPANet, CVPR'19), real rain from videos, type day_streak.
 
@@ -111,7 +111,7 @@ def _rainds_key(path: Path) -> str:
     return _RAINDS_PREFIX.sub(lambda m: m.group(1) or "", path.stem, count=1).lower()
 
 
-@register_adapter("rainds")
+@ADAPTERS.register("rainds")
 class RainDS(DatasetAdapter):
     """RainDS (Quan et al., CCN, CVPR'21): `RainDS_syn|RainDS_real/{train,test}/{rainstreak,raindrop,rainstreak_raindrop,gt}`.
 
@@ -149,7 +149,7 @@ def _rainds_finder(folder: Path) -> Files | None:
 _GTRAIN_NAME = re.compile(r"^(?P<scene>.+)-(?P<kind>[RC])-(?P<frame>\d+)$")
 
 
-@register_adapter("gtrain")
+@ADAPTERS.register("gtrain")
 class GTRain(DatasetAdapter):
     """GT-RAIN (Ba et al., ECCV'22): scene folders `SCENE/SCENE-Webcam-R-NNN.png` (rainy frames) with one clean
     `SCENE/SCENE-Webcam-C-000.png`, under `GT-RAIN_train/`, `GT-RAIN_test/` (any depth).
@@ -189,7 +189,7 @@ class GTRain(DatasetAdapter):
 
 # ---- RealRain-1k ------------------------------------------------------------------------------
 
-@register_adapter("realrain1k")
+@ADAPTERS.register("realrain1k")
 class RealRain1k(DatasetAdapter):
     """RealRain-1k (Li et al.): `RealRain-1k/RealRain-1k-{L,H}/{train,test}/{input,target}/NAME`, same names.
 

@@ -1,22 +1,21 @@
-"""VLM judges: interface and registry in `base`, backends in `transformers_backend` and `vllm_backend`."""
+"""VLM judges: interface and registry in `base`; each backend is one `*_backend.py` file."""
 from tasks.judges.base import (
     JUDGES,
     NO_MASS,
     Judge,
+    JudgeOptions,
     JudgeRequest,
     JudgeResult,
     JudgeUnavailable,
     answer_word,
     make_judge,
     p_real_from_logprobs,
-    register_judge,
     yes_no_masses,
     yes_no_token_ids,
 )
 from tasks.judges.prompt import PROMPT_TEXT, PROMPT_VERSION
 
 __all__ = [
-    "JUDGES", "NO_MASS", "PROMPT_TEXT", "PROMPT_VERSION", "Judge", "JudgeRequest", "JudgeResult",
-    "JudgeUnavailable", "answer_word", "make_judge", "p_real_from_logprobs", "register_judge",
-    "yes_no_masses", "yes_no_token_ids",
+    "JUDGES", "NO_MASS", "PROMPT_TEXT", "PROMPT_VERSION", "Judge", "JudgeOptions", "JudgeRequest", "JudgeResult",
+    "JudgeUnavailable", "answer_word", "make_judge", "p_real_from_logprobs", "yes_no_masses", "yes_no_token_ids",
 ]

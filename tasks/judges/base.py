@@ -4,18 +4,22 @@ A judge scores `p_real = P(yes) / (P(yes) + P(no))` from next-token probabilitie
 every spelling of the answer words the tokenizer has (" Yes", "Yes", "yes", "YES", ...). A
 judge never raises for one bad pair: it returns an abstention (`p_real=None`, `error` set).
 
-Backends register with `@register_judge(name)`; `make_judge(ref, vote)` builds one from config.
+A backend is one file, `tasks/judges/NAME_backend.py`, registering its class with
+`@JUDGES.register(name)` and declaring its `options:` as `Options` (a `JudgeOptions` subclass;
+unknown keys are refused at config load). `make_judge(ref, vote)` builds one from config.
 """
 from __future__ import annotations
 
-import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, ClassVar
 
+from data_manifests.config_base import Section
+from data_manifests.registry import Registry, package_modules
 from tasks.config import ModelRef, VoteConfig
+from tasks.model_options import parse_options
 
 NO_MASS = "no yes/no mass"
 
@@ -63,15 +67,23 @@ class JudgeUnavailable(RuntimeError):
     """The judge cannot work at all (server unreachable, model missing): fail the stage at start."""
 
 
+class JudgeOptions(Section):
+    """Options every judge backend takes; a backend's `Options` subclasses this."""
+
+    model_id: str | None = None  # the id in vote manifests and cache keys (default: the ref's name)
+
+
 class Judge(ABC):
     """A VLM judge. `model_id` names the model in vote manifests and cache keys."""
 
+    Options: ClassVar[type[JudgeOptions]] = JudgeOptions
     model_id: str
 
     def __init__(self, ref: ModelRef, vote: VoteConfig | None = None):
         self.ref = ref
         self.vote = vote or VoteConfig()
-        self.model_id = str(ref.options.get("model_id") or ref.name)
+        self.options = parse_options(type(self), ref.options, "", origin=f"judge {ref.name}")
+        self.model_id = str(self.options.model_id or ref.name)
 
     @abstractmethod
     def judge(self, pairs: list[JudgeRequest]) -> list[JudgeResult]:
@@ -93,30 +105,14 @@ class Judge(ABC):
         return f"{type(self).__name__}(model_id={self.model_id!r})"
 
 
-JUDGES: dict[str, Callable[..., Judge]] = {}
-
-# Backends live in modules that import heavy libraries; they are imported on first use.
-_BACKEND_MODULES = {"transformers": "tasks.judges.transformers_backend", "vllm": "tasks.judges.vllm_backend"}
-
-
-def register_judge(name: str):
-    def deco(cls):
-        if name in JUDGES and JUDGES[name] is not cls:
-            raise ValueError(f"judge backend {name!r} registered twice")
-        JUDGES[name] = cls
-        return cls
-
-    return deco
+# Every `*_backend.py` module of this package registers its backend when a judge is first looked up:
+# the heavy libraries they import load only then.
+JUDGES: Registry[type[Judge]] = Registry("judge backend", lazy_modules=package_modules("tasks.judges", "_backend"))
 
 
 def make_judge(ref: ModelRef | Mapping[str, Any], vote: VoteConfig | None = None) -> Judge:
     ref = ref if isinstance(ref, ModelRef) else ModelRef.model_validate(ref)
-    if ref.backend not in JUDGES and ref.backend in _BACKEND_MODULES:
-        importlib.import_module(_BACKEND_MODULES[ref.backend])
-    if ref.backend not in JUDGES:
-        known = sorted(set(JUDGES) | set(_BACKEND_MODULES))
-        raise ValueError(f"unknown judge backend {ref.backend!r}; known: {known}")
-    return JUDGES[ref.backend](ref, vote)
+    return JUDGES.get(ref.backend)(ref, vote)
 
 
 # --- answer words -------------------------------------------------------------------------

@@ -6,38 +6,48 @@ HTTP, so an HTTP judge and an in-process judge on the same folder give the same 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from PIL import Image
+from pydantic import Field
 
 from tasks.config import ModelRef, VoteConfig
 from tasks.imageio import ImageRejected, load_rgb
-from tasks.judges.base import Judge, JudgeRequest, JudgeResult, register_judge, yes_no_token_ids
+from tasks.judges.base import JUDGES, Judge, JudgeOptions, JudgeRequest, JudgeResult, yes_no_token_ids
 from tasks.judges.prompt import judge_messages
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported when a judge is built, not when the registry is read (config validation).
 
 
-@register_judge("transformers")
+class TransformersOptions(JudgeOptions):
+    batch_size: int = Field(8, ge=1)
+    device: str | None = None  # "cuda" when available, else "cpu"
+    dtype: Literal["float32", "float16", "bfloat16", "auto"] | None = None  # float32 on CPU, the checkpoint's on GPU
+
+
+@JUDGES.register("transformers")
 class TransformersJudge(Judge):
     """Options: `batch_size` (8), `device` ("cuda" when available, else "cpu"),
     `dtype` ("float32" on CPU, the checkpoint's own dtype on GPU)."""
 
+    Options = TransformersOptions
+
     def __init__(self, ref: ModelRef, vote: VoteConfig | None = None):
         super().__init__(ref, vote)
+        import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        opts = ref.options
-        self.batch_size = int(opts.get("batch_size", 8))
-        self.device = torch.device(opts.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype: Any = opts.get("dtype") or ("auto" if self.device.type == "cuda" else "float32")
-        if dtype != "auto" and dtype not in _DTYPES:
-            raise ValueError(f"judge {ref.name}: options.dtype must be one of {sorted(_DTYPES)} or 'auto', not {dtype!r}")
+        opts = self.options
+        self.batch_size = opts.batch_size
+        self.device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype: Any = opts.dtype or ("auto" if self.device.type == "cuda" else "float32")
         self.processor = AutoProcessor.from_pretrained(ref.name)
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"  # the next token of every row sits at position -1
-        self.model = AutoModelForImageTextToText.from_pretrained(ref.name, dtype=_DTYPES.get(dtype, dtype))
+        self.model = AutoModelForImageTextToText.from_pretrained(ref.name, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
         self.model.to(self.device).eval()
         self.yes_ids, self.no_ids = yes_no_token_ids(self.tokenizer)
         self.prompt = self.render(judge_messages({"type": "image"}, {"type": "image"}))
@@ -46,22 +56,24 @@ class TransformersJudge(Judge):
         """The prompt text of a chat whose image parts are `{"type": "image"}`."""
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    @torch.inference_mode()
     def next_token_logprobs(self, prompts: list[str], images: list[list[Image.Image]], return_lengths: bool = False):
         """Log-softmax of the next-token logits, float32 on CPU, one row per prompt
         (and each prompt's length in tokens with `return_lengths`)."""
+        import torch
+
         flat = [img for row in images for img in row]
         inputs = self.processor(text=prompts, images=flat or None, padding=True, return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        logits = self.model(**inputs, logits_to_keep=1).logits[:, -1]
-        logprobs = logits.float().log_softmax(dim=-1).cpu()
+        with torch.inference_mode():
+            logits = self.model(**inputs, logits_to_keep=1).logits[:, -1]
+            logprobs = logits.float().log_softmax(dim=-1).cpu()
         if return_lengths:
             return logprobs, inputs["attention_mask"].sum(dim=1).tolist()
         return logprobs
 
-    def masses(self, logprobs: torch.Tensor) -> tuple[list[float], list[float]]:
+    def masses(self, logprobs: "torch.Tensor") -> tuple[list[float], list[float]]:
         probs = logprobs.double().exp()
         return probs[:, self.yes_ids].sum(1).tolist(), probs[:, self.no_ids].sum(1).tolist()
 
@@ -92,6 +104,8 @@ class TransformersJudge(Judge):
         return [JudgeResult.from_masses(y, n) for y, n in zip(p_yes, p_no)]
 
     def close(self) -> None:
+        import torch
+
         self.model = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import Field, model_validator
 
 from tasks.config import ModelRef, VoteConfig
 from tasks.imageio import ImageRejected, decode_rgb, probe_image_bytes
-from tasks.judges.base import Judge, JudgeRequest, JudgeResult, JudgeUnavailable, register_judge, yes_no_masses
+from tasks.judges.base import JUDGES, Judge, JudgeOptions, JudgeRequest, JudgeResult, JudgeUnavailable, yes_no_masses
 from tasks.judges.prompt import judge_messages
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -39,11 +40,23 @@ _PASSTHROUGH = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 _DATA_URL_CACHE = 64  # encoded images kept: references repeat across their candidates
 
 
-def resolve_api_key(options: dict[str, Any]) -> str | None:
+class VLLMOptions(JudgeOptions):
+    base_url: str = Field(description='the server\'s API root, e.g. "http://127.0.0.1:8000/v1"')
+    served_model_name: str | None = None  # default: the ref's name
+    api_key_env: str | None = None  # an environment variable holding the key
+    api_key_secret: str | None = None  # a Prefect Secret block holding the key
+    top_logprobs: int = Field(20, ge=1)  # vLLM's default cap is 20
+
+    @model_validator(mode="after")
+    def _one_key_source(self):
+        if self.api_key_env and self.api_key_secret:
+            raise ValueError("give api_key_env or api_key_secret, not both")
+        return self
+
+
+def resolve_api_key(options: VLLMOptions) -> str | None:
     """The API key from `api_key_env` or `api_key_secret`; errors name the source, never the value."""
-    env, secret = options.get("api_key_env"), options.get("api_key_secret")
-    if env and secret:
-        raise ValueError("judge options: give api_key_env or api_key_secret, not both")
+    env, secret = options.api_key_env, options.api_key_secret
     if env:
         value = os.environ.get(env)
         if not value:
@@ -81,16 +94,16 @@ def image_data_url(path: str | Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-@register_judge("vllm")
+@JUDGES.register("vllm")
 class VLLMJudge(Judge):
+    Options = VLLMOptions
+
     def __init__(self, ref: ModelRef, vote: VoteConfig | None = None):
         super().__init__(ref, vote)
-        opts = ref.options
-        if not opts.get("base_url"):
-            raise ValueError(f"judge {ref.name!r} (backend vllm): options.base_url is required, e.g. http://127.0.0.1:8000/v1")
-        self.base_url = str(opts["base_url"]).rstrip("/")
-        self.served_model = str(opts.get("served_model_name") or ref.name)
-        self.top_logprobs = int(opts.get("top_logprobs", 20))
+        opts = self.options
+        self.base_url = opts.base_url.rstrip("/")
+        self.served_model = opts.served_model_name or ref.name
+        self.top_logprobs = opts.top_logprobs
         self._api_key = resolve_api_key(opts)
         self._urls: OrderedDict[str, str] = OrderedDict()
         self._urls_lock = threading.Lock()  # payloads are built in worker threads

@@ -14,6 +14,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from data_manifests.registry import Registry
 from data_manifests.schemas import RAIN_TYPE_FOLDERS, RAIN_TYPES
 
 PROFILES = ("paired", "gallery")
@@ -26,28 +27,20 @@ class RainPair(NamedTuple):
 
 RainGenerator = Callable[[np.ndarray, np.random.Generator, str], RainPair]
 
-RAIN_GENERATORS: dict[str, RainGenerator] = {}
+# Filled by the generator modules, imported on the first look-up.
+RAIN_GENERATORS: Registry[RainGenerator] = Registry(
+    "rain generator", lazy_modules=("tasks.synth.streaks", "tasks.synth.drops", "tasks.synth.night"))
 
 
 def register_rain(key: str) -> Callable[[RainGenerator], RainGenerator]:
-    """Register ``fn(clean, rng, profile) -> RainPair`` under a rain type key."""
+    """Register ``fn(clean, rng, profile) -> RainPair`` under a rain type key (a rain type, nothing else)."""
     if key not in RAIN_TYPES:
         raise ValueError(f"unknown rain type {key!r}; expected one of {RAIN_TYPES}")
-
-    def deco(fn: RainGenerator) -> RainGenerator:
-        if key in RAIN_GENERATORS:
-            raise ValueError(f"rain type {key!r} registered twice")
-        RAIN_GENERATORS[key] = fn
-        return fn
-
-    return deco
+    return RAIN_GENERATORS.register(key)
 
 
 def get_generator(key: str) -> RainGenerator:
-    try:
-        return RAIN_GENERATORS[key]
-    except KeyError:
-        raise KeyError(f"no generator for rain type {key!r}; known: {sorted(RAIN_GENERATORS)}") from None
+    return RAIN_GENERATORS.get(key)
 
 
 def check_profile(profile: str) -> None:

@@ -5,22 +5,22 @@ returns what the run config needs to load it (a `ModelRef`, or a list of them fo
 The files load back through exactly the same code as real checkpoints (`local-dir:` for
 open_clip, `from_pretrained(folder)` for transformers). Their outputs are meaningless.
 
-Makers register themselves with `@register_tiny("name")` in a submodule of this package; every
-submodule is imported by `make_tiny_models`, so adding a model kind needs no edit here.
+Makers register themselves with `@TINY_MODELS.register("name")` in a submodule of this package; the
+registry imports every submodule on first look-up, so adding a model kind is one new file.
 Known names and where their result goes in the run config:
 `clip` -> `models.embedder`, `blip` -> `models.captioner`, `llava` -> `models.judges` (a list).
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
+from data_manifests.registry import Registry, package_modules
+
 # name -> maker(out_dir: Path, seed: int) -> ModelRef | list[ModelRef]
-TINY_MAKERS: dict[str, Callable[[Path, int], Any]] = {}
+TINY_MODELS: Registry[Callable[[Path, int], Any]] = Registry("tiny model", lazy_modules=package_modules(__name__))
 
 # The demo's settings: small shards and batches so a CPU laptop finishes in minutes.
 DEMO_SETTINGS: dict[str, Any] = {
@@ -34,25 +34,6 @@ DEMO_SETTINGS: dict[str, Any] = {
 
 # Where each maker's result lands in `models:`.
 _MODEL_SLOTS = {"clip": "embedder", "blip": "captioner", "llava": "judges"}
-
-
-def register_tiny(name: str):
-    """Register `maker(out_dir, seed)`; the name must be unique."""
-
-    def deco(fn):
-        if name in TINY_MAKERS and TINY_MAKERS[name] is not fn:
-            raise ValueError(f"tiny model maker {name!r} registered twice")
-        TINY_MAKERS[name] = fn
-        return fn
-
-    return deco
-
-
-def load_makers() -> dict[str, Callable[[Path, int], Any]]:
-    """Import every submodule so its makers register; returns the registry."""
-    for mod in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{mod.name}")
-    return TINY_MAKERS
 
 
 def _as_dict(ref: Any) -> dict[str, Any]:
@@ -75,7 +56,7 @@ def make_tiny_models(out_dir: str | Path, seed: int = 0, base: dict[str, Any] | 
     config.pop("models", None)
     parse_run_config(config, origin="base config")  # a bad base fails before minutes of building
     out.mkdir(parents=True, exist_ok=True)
-    made = {name: maker(out, seed) for name, maker in sorted(load_makers().items())}
+    made = {name: maker(out, seed) for name, maker in TINY_MODELS.items()}
 
     models: dict[str, Any] = {"captioner": None, "embedder": None, "judges": []}
     for name, result in made.items():

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.config import ModelRef
-from tasks.tiny_models import register_tiny
+from tasks.tiny_models import TINY_MODELS
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]  # ids 0..5, BertTokenizer's order
 
@@ -49,7 +49,7 @@ def vocabulary() -> dict[str, int]:
     return {tok: i for i, tok in enumerate(SPECIALS + words)}
 
 
-@register_tiny("blip")
+@TINY_MODELS.register("blip")
 def make_tiny_blip(out_dir: Path, seed: int = 0) -> ModelRef:
     import torch
     from transformers import (

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from tasks.config import ModelRef
-from tasks.tiny_models import register_tiny
+from tasks.tiny_models import TINY_MODELS
 
 # A real ViT shape at toy width: 224² input keeps the real preprocessing (resize, crop, normalise).
 TINY_CLIP_CFG = {
@@ -24,7 +24,7 @@ OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-@register_tiny("clip")
+@TINY_MODELS.register("clip")
 def make_tiny_clip(out_dir: Path, seed: int = 0) -> ModelRef:
     import open_clip
     import torch

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tasks.judges.base import answer_word
 from tasks.judges.prompt import PROMPT_TEXT
-from tasks.tiny_models import register_tiny
+from tasks.tiny_models import TINY_MODELS
 
 SPECIAL_TOKENS = ["<unk>", "<pad>", "<s>", "</s>", "<image>"]
 ANSWER_WORDS = ["Yes", "No", "yes", "no", "YES", "NO"]
@@ -141,7 +141,7 @@ def make_judge_model(out_dir: str | Path, seed: int) -> Path:
     return out
 
 
-@register_tiny("llava")
+@TINY_MODELS.register("llava")
 def make_llava(out_dir: str | Path, seed: int = 0) -> list[dict]:
     """Three judges with different seeds under `out_dir/judge_{a,b,c}`; their run-config ModelRefs."""
     refs = []
