@@ -41,7 +41,7 @@ def setup(tmp_path):
     return tmp_path, manifest, config
 
 
-def test_ablate_two_variants_resumes_and_publishes(setup, prefect_harness):
+def test_ablate_two_variants_resumes_and_publishes(setup, prefect_harness, capsys):
     from flows.cli import main
 
     tmp, manifest, config = setup
@@ -58,6 +58,7 @@ def test_ablate_two_variants_resumes_and_publishes(setup, prefect_harness):
     assert table["psnr_avg"].tolist() == pytest.approx(table[[f"psnr_{t}" for t in TYPES]].mean(axis=1).tolist())
     assert table.loc[0, "gain_psnr"] == 0
     md = (run / "reports/ablation.md").read_text()
+    assert "| tiny-dense |" in capsys.readouterr().out  # the CLI prints the table
     assert "| tiny-dense |" in md and "day_streak PSNR / SSIM" in md
     for name in ("tiny-soft-hard", "tiny-dense"):  # each variant is its own training run
         assert json.loads((run / "ablation" / name / "checkpoints/latest.json").read_text())["iteration"] == 2

@@ -45,4 +45,9 @@ def run(args) -> int:
                     device=args.device, data=args.data or None, test_manifest=args.test_manifest or None)
     except _user_errors() as exc:
         raise UserError(str(exc)) from None
+    from pathlib import Path
+
+    reports = Path(args.run) / "reports"  # the flow's own prints go to Prefect's log, kept at WARNING
+    print((reports / "ablation.md").read_text())
+    print(f"reports: {reports / 'ablation.csv'}, {reports / 'ablation.md'}")
     return 0
