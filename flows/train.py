@@ -52,7 +52,8 @@ def train_flow(run: str, config: str, manifest: str | None = None, iters: int | 
 
     Args:
         run: the run folder (checkpoints, reports and TensorBoard logs go inside it).
-        config: run config YAML; its `train:` section names the model config and the schedule.
+        config: run config YAML; its `train:` section names the model config and the schedule; when its
+            `evaluate:` section names test data, the final checkpoint is evaluated there (input row, gain, grids).
         manifest: training pairs (a manifest folder or a paper-layout folder); default: the run's distilled
             manifest, or its candidates before voting exists.
         iters: total iterations, overriding the config (a resumed run stops there too).

@@ -262,6 +262,8 @@ def test_train_flow_evaluates_and_publishes_input_gain_and_grids(test_set, tmp_p
     assert rows["all"]["protocol"] == "released" and rows["all"]["images"] == 8
     assert rows["all"]["gain_psnr"] == pytest.approx(rows["all"]["psnr"] - rows["all"]["input_psnr"])
     assert (run / "reports/evaluation.md").is_file() and len(list((run / "reports/evaluation_grids").rglob("*.png"))) == 4
+    table = format_table(pd.DataFrame(out["evaluation"]))  # what `make demo` prints from the flow's records
+    assert table.startswith("protocol: released") and "synthtest: the model" in table
 
     async def artifacts():
         async with get_client() as client:
