@@ -277,6 +277,27 @@ def test_secrets_only_through_required_variables(raw_compose):
             assert value not in text
 
 
+def test_placeholder_secrets_stop_the_stack(compose):
+    """compose's ${VAR:?} refuses blanks; the secrets-check service refuses `change-me` and friends,
+    and every other service waits for it (directly or through what it depends on)."""
+    services = compose["services"]
+    check = services["secrets-check"]
+    assert check["command"][:3] == ["python", "-m", "tasks.secret_values"]
+    assert sorted(check["command"][3:]) == sorted(SECRETS)
+    assert {k: check["environment"][k] for k in SECRETS} == {k: _env_example()[k] for k in SECRETS}
+    assert "ports" not in check
+
+    def waits(name: str, seen=()) -> bool:
+        deps = services[name].get("depends_on") or {}
+        if deps.get("secrets-check", {}).get("condition") == "service_completed_successfully":
+            return True
+        return any(waits(d, (*seen, name)) for d in deps if d not in seen)
+
+    for name in services:
+        if name != "secrets-check":
+            assert waits(name), f"{name} starts without waiting for secrets-check"
+
+
 def test_every_variable_is_documented_and_every_entry_used():
     used = _compose_vars()
     documented = set(_env_example())

@@ -1,7 +1,12 @@
-"""`unirain serve-judge`: serve a local VLM folder over vLLM's OpenAI-compatible chat API."""
+"""`unirain serve-judge`: serve a local VLM folder over vLLM's OpenAI-compatible chat API.
+
+Anything beyond loopback needs an API key (or an explicit `--insecure`): an open judge port serves
+anyone who can reach it. A key that is blank or a placeholder (`change-me`) is refused at start.
+"""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from pathlib import Path
 
@@ -24,7 +29,10 @@ def register(subparsers) -> None:
                    help="the `model` name clients send (default: the --model value, as vLLM does)")
     p.add_argument("--max-logprobs", type=int, default=20, help="largest top_logprobs accepted (vLLM's default: 20)")
     p.add_argument("--api-key-env", default=None, metavar="VAR",
-                   help="require `Authorization: Bearer <key>` with the key read from this environment variable")
+                   help="require `Authorization: Bearer <key>` with the key read from this environment variable "
+                        "(required for a --host beyond loopback unless --insecure)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a --host beyond loopback without an API key (anyone who reaches the port may use it)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16", "auto"])
     p.set_defaults(func=handle)
@@ -41,9 +49,16 @@ def handle(args: argparse.Namespace) -> int:
         raise UserError("--max-logprobs must be >= 0")
     api_key = None
     if args.api_key_env:
-        api_key = os.environ.get(args.api_key_env)
-        if not api_key:
-            raise UserError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+        from tasks.secret_values import check_secret
+
+        try:
+            api_key = check_secret(os.environ.get(args.api_key_env), f"--api-key-env {args.api_key_env}: the variable")
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    try:
+        check_bind(args.host, api_key is not None, args.insecure)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
     import uvicorn
 
@@ -58,3 +73,27 @@ def handle(args: argparse.Namespace) -> int:
     print(f"serve-judge: {name} on http://{args.host}:{args.port}/v1", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1); `0.0.0.0`, `::` and any name are not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+def check_bind(host: str, has_key: bool, insecure: bool) -> None:
+    """Refuse serving beyond loopback without a key, unless the user said `--insecure`."""
+    if is_loopback(host) or has_key:
+        return
+    if not insecure:
+        raise ValueError(
+            f"--host {host} serves every machine that can reach it, and no API key is set: give "
+            "--api-key-env VAR (clients send `Authorization: Bearer <key>`), or --insecure to serve without one"
+        )
+    import sys
+
+    print(f"serve-judge: warning: serving on {host} without an API key (--insecure)", file=sys.stderr, flush=True)

@@ -33,6 +33,7 @@ from tasks.config import ModelRef, VoteConfig
 from tasks.imageio import ImageRejected, decode_rgb, probe_image_bytes
 from tasks.judges.base import JUDGES, Judge, JudgeOptions, JudgeRequest, JudgeResult, JudgeUnavailable, yes_no_masses
 from tasks.judges.prompt import judge_messages
+from tasks.secret_values import placeholder_reason
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Sent as they are; anything else (16-bit, CMYK, TIFF, ...) is decoded and re-encoded as PNG.
@@ -61,6 +62,9 @@ def resolve_api_key(options: VLLMOptions) -> str | None:
         value = os.environ.get(env)
         if not value:
             raise JudgeUnavailable(f"judge API key: environment variable {env} is not set")
+        reason = placeholder_reason(value)
+        if reason:  # docker/.env.example's `change-me` left in place
+            raise JudgeUnavailable(f"judge API key: environment variable {env} {reason}; set the real key")
         return value
     if secret:
         try:
