@@ -360,8 +360,12 @@ def main(argv=None) -> dict:
     plot = plot_curves(results, val_input, types, out / "coba_vs_uniform.png")
     text = [table, "", *noise]
     if coba and uni:
-        text.append(f"converge together (std across types of the relative val-L1 drop, lower = more even): "
-                    f"CoBa {coba['val_drop_std']:.3f}, uniform {uni['val_drop_std']:.3f}")
+        def per_seed(row):
+            return ", ".join(f"{converge_together(r['final_val_l1'], val_input)[1]:.3f}" for r in results if r["row"] == row)
+
+        text.append(f"converge together (std across types of the relative val-L1 drop 1 − L1_end/L1_input, lower = "
+                    f"more even): CoBa {coba['val_drop_std']:.3f} (per seed {per_seed(COBA_ROW)}), uniform "
+                    f"{uni['val_drop_std']:.3f} (per seed {per_seed(UNIFORM_ROW)})")
     text.append(f"total wall {time.perf_counter() - t0:.0f} s; curves: {plot}")
     print("\n" + "\n".join(text))
     import pandas as pd
