@@ -6,9 +6,10 @@ it, and readers never block the writer. A question is the key (judge `model_id`,
 reference id, candidate pair id); ids are content hashes, so the key names the exact images.
 
 Append-only: `INSERT OR IGNORE`, nothing is ever updated, so the first final answer to a question
-is the answer for the life of the run. Only *final* answers go in (see `is_final`): a `p_real`, or
-an answer without any yes/no mass (asking again gives the same logits). Timeouts, connection errors,
-HTTP 5xx and unreadable images are transient: not cached, asked again by the next run.
+is the answer for the life of the run. Only *final* answers go in (see `is_final`): a `p_real`, an
+answer without any yes/no mass (asking again gives the same logits), or a request the server refuses
+for good (HTTP 4xx other than 401/403/408/429). Timeouts, connection errors, HTTP 5xx, key errors and
+unreadable images are transient: not cached, asked again by the next run.
 
 Several shard tasks (threads or local processes) may share the file; SQLite's locking serialises
 their short write transactions. Keep RUN/cache on a local disk or a filesystem with working POSIX
@@ -23,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from data_manifests import RunLayout
-from tasks.judges.base import NO_MASS, JudgeResult
+from tasks.judges.base import NO_MASS, REFUSED, JudgeResult
 
 Key = tuple[str, str]  # (ref_id, cand_id)
 
@@ -44,8 +45,9 @@ CREATE TABLE IF NOT EXISTS answers (
 
 
 def is_final_error(error: str | None) -> bool:
-    """An abstention that asking again would repeat: the model answered, but with no yes/no mass."""
-    return isinstance(error, str) and error.startswith(NO_MASS)
+    """An abstention that asking again would repeat: the model answered with no yes/no mass, or the
+    server refused the request itself (a permanent HTTP 4xx)."""
+    return isinstance(error, str) and error.startswith((NO_MASS, REFUSED))
 
 
 def is_final(result: JudgeResult) -> bool:

@@ -21,6 +21,7 @@ from PIL import Image
 from tasks.config import ModelRef, VoteConfig
 from tasks.judges import (
     NO_MASS,
+    REFUSED,
     JudgeRequest,
     JudgeResult,
     JudgeUnavailable,
@@ -371,10 +372,35 @@ def test_retries_recover_from_transient_500(scripted, requests_):
     assert res.p_real == pytest.approx(0.75) and server.posts == 3
 
 
-def test_client_error_is_not_retried(scripted, requests_):
-    server = scripted([("status", 400)])
+@pytest.mark.parametrize("status", [400, 404, 413, 415, 422])
+def test_permanent_4xx_is_a_final_abstention(scripted, requests_, status, tmp_path):
+    """Issue 10 item 15: a 4xx other than 401/403/408/429 is asked once, recorded as an error and
+    cached, so a yes + no + refused pair is a judge_error, not `undecided` for ever."""
+    from tasks.judge_cache import JudgeCache, is_final
+    from tasks.voting import ABSTAIN, JUDGE_ERROR, NO, YES, outcome, tally
+
+    server = scripted([("status", status)])
     [res] = make_judge(http_ref(server.base), FAST_RETRY).judge(requests_[:1])
-    assert res.p_real is None and "HTTP 400" in res.error and server.posts == 1
+    assert res.p_real is None and res.error.startswith(REFUSED) and f"HTTP {status}" in res.error
+    assert server.posts == 1 and is_final(res)
+    assert outcome(res.p_real, res.error, 0.5) == ABSTAIN
+    assert tally([YES, NO, outcome(res.p_real, res.error, 0.5)]).reason == JUDGE_ERROR
+    with JudgeCache(tmp_path) as cache:
+        assert cache.put_many("m", "v1", [(("r", "c"), res)]) == 1
+        assert cache.get_many("m", "v1", [("r", "c")])[("r", "c")].error == res.error
+
+
+@pytest.mark.parametrize("status, posts", [(401, 1), (403, 1), (408, 3), (429, 3)])
+def test_key_and_rate_errors_stay_transient(scripted, requests_, status, posts):
+    from tasks.judge_cache import is_final
+    from tasks.voting import RETRY, UNDECIDED, NO, YES, outcome, tally
+
+    server = scripted([("status", status)])
+    [res] = make_judge(http_ref(server.base), FAST_RETRY).judge(requests_[:1])
+    assert res.p_real is None and f"HTTP {status}" in res.error and not is_final(res)
+    assert server.posts == posts
+    assert tally([YES, NO, outcome(res.p_real, res.error, 0.5)]).reason == UNDECIDED
+    assert outcome(res.p_real, res.error, 0.5) == RETRY
 
 
 def test_answer_without_yes_no_mass_abstains(scripted, requests_):

@@ -2,6 +2,7 @@
 from tasks.judges.base import (
     JUDGES,
     NO_MASS,
+    REFUSED,
     Judge,
     JudgeOptions,
     JudgeRequest,
@@ -16,6 +17,6 @@ from tasks.judges.base import (
 from tasks.judges.prompt import PROMPT_TEXT, PROMPT_VERSION
 
 __all__ = [
-    "JUDGES", "NO_MASS", "PROMPT_TEXT", "PROMPT_VERSION", "Judge", "JudgeOptions", "JudgeRequest", "JudgeResult",
+    "JUDGES", "NO_MASS", "REFUSED", "PROMPT_TEXT", "PROMPT_VERSION", "Judge", "JudgeOptions", "JudgeRequest", "JudgeResult",
     "JudgeUnavailable", "answer_word", "make_judge", "p_real_from_logprobs", "yes_no_masses", "yes_no_token_ids",
 ]

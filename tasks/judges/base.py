@@ -22,6 +22,9 @@ from tasks.config import ModelRef, VoteConfig
 from tasks.model_options import parse_options
 
 NO_MASS = "no yes/no mass"
+# An HTTP 4xx other than 401/403/408/429: the server refuses this very request (too large, malformed,
+# unsupported image...). Asking again gets the same refusal, so like NO_MASS it is a final abstention.
+REFUSED = "request refused"
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,12 @@ Each pair is one `/v1/chat/completions` request: the reference image, then the c
 server's prefix cache reuses the reference across its candidates), then the question; one token,
 greedy, with the top-20 logprobs. `p_real` is computed from those logprobs.
 
-Faults never raise out of `judge()`: a timeout, a connection error, HTTP 429/5xx are retried with
-exponential backoff, then the pair gets an abstention carrying the error text; a 4xx or an answer
-without yes/no mass is an abstention at once (asking again gives the same answer). Only
-`check_endpoint()` raises, at stage start, naming the endpoint.
+Faults never raise out of `judge()`: a timeout, a connection error, HTTP 408/429/5xx are retried
+with exponential backoff, then the pair gets a transient abstention carrying the error text (asked
+again by the next run). HTTP 401/403 (a key problem, fixable) are transient abstentions at once. Any
+other 4xx is permanent (`REFUSED`): the server refuses this very request, so it is a final abstention,
+cached and not asked again, like an answer without yes/no mass. Only `check_endpoint()` raises, at
+stage start, naming the endpoint.
 
 Options (`models.judges[].options`): `base_url` (required, e.g. "http://127.0.0.1:8000/v1"),
 `served_model_name` (default: the ref's `name`), `api_key_env` (an environment variable) or
@@ -31,11 +33,14 @@ from pydantic import Field, model_validator
 
 from tasks.config import ModelRef, VoteConfig
 from tasks.imageio import ImageRejected, decode_rgb, probe_image_bytes
-from tasks.judges.base import JUDGES, Judge, JudgeOptions, JudgeRequest, JudgeResult, JudgeUnavailable, yes_no_masses
+from tasks.judges.base import (
+    JUDGES, REFUSED, Judge, JudgeOptions, JudgeRequest, JudgeResult, JudgeUnavailable, yes_no_masses,
+)
 from tasks.judges.prompt import judge_messages
 from tasks.secret_values import placeholder_reason
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+KEY_STATUSES = frozenset({401, 403})  # not permanent: the key can be fixed and the run repeated
 # Sent as they are; anything else (16-bit, CMYK, TIFF, ...) is decoded and re-encoded as PNG.
 _PASSTHROUGH = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 _DATA_URL_CACHE = 64  # encoded images kept: references repeat across their candidates
@@ -204,9 +209,16 @@ class VLLMJudge(Judge):
                 if resp.status_code == 200:
                     return parse_chat_completion(resp)
                 error = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                if is_permanent_status(resp.status_code):
+                    return JudgeResult.failed(f"{REFUSED} by {url}: {error}")
                 if resp.status_code not in RETRY_STATUSES:
-                    return JudgeResult.failed(f"{url}: {error}")  # the request itself is wrong
+                    return JudgeResult.failed(f"{url}: {error}")
             return JudgeResult.failed(f"{url}: {error} (after {attempts} attempts)")
+
+
+def is_permanent_status(status: int) -> bool:
+    """A 4xx that asking again cannot change (not a key problem, not a timeout, not a rate limit)."""
+    return 400 <= status < 500 and status not in RETRY_STATUSES and status not in KEY_STATUSES
 
 
 def parse_chat_completion(resp: httpx.Response) -> JudgeResult:
