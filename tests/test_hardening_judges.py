@@ -91,3 +91,66 @@ def test_judge_client_refuses_a_placeholder_key(monkeypatch):
     ref = ModelRef(backend="vllm", name="j", options={"base_url": "http://127.0.0.1:9/v1", "api_key_env": "JUDGE_KEY_T"})
     with pytest.raises(JudgeUnavailable, match="JUDGE_KEY_T is a placeholder"):
         make_judge(ref)
+
+
+# ---- item 7 (cache part): a corrupt judge cache is moved aside and rebuilt ---------------------------
+
+def _answers(n):
+    from tasks.judges import JudgeResult
+
+    return [((f"r{i}", f"c{i}"), JudgeResult(p_real=i / n)) for i in range(n)]
+
+
+@pytest.mark.parametrize("damage", ["not_a_database", "damaged_pages"])
+def test_corrupt_judge_cache_is_moved_aside_and_rebuilt(tmp_path, caplog, damage):
+    from tasks.judge_cache import JudgeCache, cache_path
+
+    with JudgeCache(tmp_path) as cache:
+        cache.put_many("m", "v1", _answers(2000))
+    path = cache_path(tmp_path)
+    if damage == "not_a_database":
+        bad = b"this is not an SQLite file\n" * 100
+    else:  # a valid header, garbage in the pages after it
+        data = bytearray(path.read_bytes())
+        data[8192:16384] = b"\x5a" * 8192
+        bad = bytes(data)
+    path.write_bytes(bad)
+
+    with caplog.at_level("WARNING", logger="tasks.judge_cache"):
+        with JudgeCache(tmp_path) as cache:
+            assert cache.count() == 0  # a new, working cache
+            assert cache.put_many("m", "v1", _answers(3)) == 3
+            assert set(cache.get_many("m", "v1", [("r1", "c1")])) == {("r1", "c1")}
+    [moved] = path.parent.glob("answers.sqlite.corrupt-*")
+    assert moved.read_bytes() == bad  # kept for inspection, untouched
+    assert "is damaged" in caplog.text and moved.name in caplog.text
+    with JudgeCache(tmp_path) as cache:  # the rebuilt cache opens again without a warning or a move
+        assert cache.count() == 3
+    assert len(list(path.parent.glob("answers.sqlite.corrupt-*"))) == 1
+
+
+def test_cache_damaged_mid_run_never_stops_the_vote(tmp_path, caplog):
+    import sqlite3
+
+    from tasks.judge_cache import JudgeCache
+
+    cache = JudgeCache(tmp_path)
+
+    class Broken:
+        in_transaction = False
+
+        def execute(self, *args):
+            raise sqlite3.DatabaseError("database disk image is malformed")
+
+        def close(self):
+            pass
+
+    cache._db = Broken()
+    with caplog.at_level("WARNING", logger="tasks.judge_cache"):
+        assert cache.get_many("m", "v1", [("r", "c")]) == {}
+        assert cache.put_many("m", "v1", _answers(2)) == 0
+    assert caplog.text.count("continues without it") == 1
+    cache._db = Broken()
+    Broken.execute = lambda self, *a: (_ for _ in ()).throw(sqlite3.OperationalError("database is locked"))
+    with pytest.raises(sqlite3.OperationalError):  # not damage: still an error
+        cache.get_many("m", "v1", [("r", "c")])
