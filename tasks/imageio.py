@@ -3,6 +3,10 @@
 `probe_image_bytes` learns format and size from the header and checks the file's end for
 truncation without decoding pixels; `load_rgb` decodes and converts 16-bit, grayscale, RGBA,
 palette and CMYK images to 8-bit RGB (accepted, not rejected).
+
+Every read honours the EXIF orientation, as a photo viewer does: `decode_rgb` applies it to the
+pixels, and `probe_image_bytes` reports the size as displayed (width and height swapped for
+orientations 5-8, learnt from the header alone), so a portrait phone photo is portrait everywhere.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF", "WEBP", "PPM"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
@@ -27,12 +31,50 @@ class ImageRejected(Exception):
         self.detail = detail
 
 
+EXIF_ORIENTATION = 0x0112
+_SWAPS_SIDES = frozenset({5, 6, 7, 8})  # transpose, rotate 90/270, transverse
+
+
 @dataclass(frozen=True)
 class ImageInfo:
-    width: int
+    width: int  # as displayed: after the EXIF orientation
     height: int
     format: str
     mode: str
+    orientation: int = 1  # EXIF orientation (1 = as stored)
+
+
+def _png_exif_chunk(data: bytes) -> bytes | None:
+    """The eXIf chunk of a PNG wherever it is (it may follow the pixel data), by walking chunk headers."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        if kind == b"eXIf":
+            return data[pos + 8:pos + 8 + length]
+        if kind == b"IEND":
+            return None
+        pos += 12 + length
+    return None
+
+
+def exif_orientation(img: Image.Image, data: bytes | None = None) -> int:
+    """The EXIF orientation 1-8 from the file's headers (1 when absent or unreadable), without decoding.
+
+    `Image.Image.getexif` is called directly: PNG's own override decodes the whole image to look
+    for an eXIf chunk after the pixel data; that chunk is found in `data` instead.
+    """
+    try:
+        exif = Image.Image.getexif(img)
+        if EXIF_ORIENTATION not in exif and img.format == "PNG" and data is not None and "exif" not in img.info:
+            chunk = _png_exif_chunk(data)
+            if chunk:
+                exif = Image.Exif()
+                exif.load(chunk)
+        value = int(exif.get(EXIF_ORIENTATION, 1))
+        return value if value in range(1, 9) else 1
+    except Exception:  # a damaged EXIF block is not a damaged image
+        return 1
 
 
 def is_image_name(path: str | Path) -> bool:
@@ -70,7 +112,11 @@ def _check_complete(data: bytes, img: Image.Image) -> None:
 
 def probe_image_bytes(data: bytes, min_side: int = 64, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     img = _open(data, max_pixels)
-    info = ImageInfo(img.size[0], img.size[1], img.format, img.mode)
+    width, height = img.size
+    orientation = exif_orientation(img, data)
+    if orientation in _SWAPS_SIDES:
+        width, height = height, width
+    info = ImageInfo(width, height, img.format, img.mode, orientation)
     _check_complete(data, img)
     if min(info.width, info.height) < min_side:
         raise ImageRejected("too_small", f"{info.width}x{info.height} is under {min_side} px on a side")
@@ -101,6 +147,10 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         img.load()
     except Exception as exc:  # truncated or corrupt pixel data
         raise ImageRejected("unreadable", f"cannot decode: {exc}") from None
+    try:
+        ImageOps.exif_transpose(img, in_place=True)  # no copy when the orientation is 1 or absent
+    except Exception:  # a damaged EXIF block: keep the pixels as stored
+        pass
     return to_rgb(img)
 
 

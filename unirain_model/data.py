@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_manifests import RAIN_TYPE_FOLDERS, RAIN_TYPES, ManifestError, absolute_paths, pair_id
@@ -190,6 +190,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
+            ImageOps.exif_transpose(img, in_place=True)  # upright as displayed (EXIF orientation)
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(img, dtype=np.float64)
                 scale = 255.0 / (65535.0 if arr.max() > 255 else 255.0)

@@ -91,7 +91,8 @@ def image_data_url(path: str | Path) -> str:
     try:
         data = Path(path).read_bytes()
         info = probe_image_bytes(data, min_side=1)
-        mime = _PASSTHROUGH.get(info.format) if info.mode == "RGB" else None
+        # Rotated photos are sent upright: servers differ in whether they apply EXIF orientation.
+        mime = _PASSTHROUGH.get(info.format) if info.mode == "RGB" and info.orientation == 1 else None
         if mime is None:
             buf = io.BytesIO()
             decode_rgb(data).save(buf, format="PNG")

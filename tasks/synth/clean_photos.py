@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -78,7 +78,7 @@ def list_clean_dir(folder: str | Path) -> list[Path]:
 def _load_file(path: Path) -> Image.Image:
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return ImageOps.exif_transpose(im).convert("RGB")  # a phone photo upright, as displayed
     except Exception as exc:  # truncated, not an image, decompression bomb: name the file
         raise ValueError(f"cannot read clean image {path}: {exc}") from exc
 
