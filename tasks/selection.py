@@ -142,6 +142,8 @@ def select_pairs(candidates: pd.DataFrame, rejects: pd.DataFrame, retrieval: pd.
         values = todo[column].astype(float)
         fails = values.map(lambda v: level.fails(v, limit)).astype(bool)
         fails = fails.to_numpy() & open_ & ~below
+        if not fails.any():  # (an empty selection maps to float64, which cannot be added to text)
+            continue
         detail[fails] = f"{column} " + values[fails].map("{:.4f}".format) + f" {level.fail_sign} {option} {limit:g}"
         below |= fails
     reject(below, "below_threshold", detail)

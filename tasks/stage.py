@@ -349,7 +349,8 @@ def run_stage(stage: Stage, run: RunLayout, submit: Callable = serial_submit,
         todo = [p if p.redo else ShardPlan(p.shard, True, todo[0].reason, todo[0].detail) for p in plans]
     report = StageReport(stage.name, stage.num_shards, stage.num_shards - len(todo), len(todo),
                          dict(Counter(p.reason for p in todo)),
-                         explain_change((previous or {}).get("payload"), payload),
+                         explain_change((previous or {}).get("payload"), payload)
+                         if any(p.reason == "fingerprint" for p in todo) else "",
                          [p.detail for p in todo if p.reason == "unreadable"])
     if todo:
         stage.check(run)
