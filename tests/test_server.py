@@ -131,7 +131,7 @@ def distills(served, data):
         broken = run_deployment("distill/distill", parameters={"run": str(root / "broken-run"),
                                                                "config": str(root / "broken.yaml")}, timeout=0)
         # a stage deployment on its own: run folder + config path are all it needs
-        ingest = run_deployment("ingest-stage/ingest", parameters={"run": str(root / "ingest-only"),
+        ingest = run_deployment("stage/ingest", parameters={"run": str(root / "ingest-only"),
                                                                    "config": str(root / "good.yaml")}, timeout=0)
     return {"good": good.id, "broken": broken.id, "ingest": ingest.id}
 
@@ -174,9 +174,8 @@ def test_deployments_come_from_prefect_yaml(served):
     with served.client() as client:
         names = {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
         distill = client.read_deployment_by_name("distill/distill")
-    assert {"distill/distill", "ingest-stage/ingest", "caption-stage/caption", "embed-stage/embed",
-            "retrieve-stage/retrieve", "vote-stage/vote", "select-stage/select", "train/train",
-            "evaluate/evaluate"} <= names
+    assert {"distill/distill", "stage/ingest", "stage/caption", "stage/embed", "stage/retrieve", "stage/vote",
+            "stage/select", "train/train", "evaluate/evaluate"} <= names
     for deployment in client_deployments(served):  # the UI's form: every run/config field is described
         props = deployment.parameter_openapi_schema["properties"]
         assert props["run"].get("description") and props["config"].get("description"), deployment.name
