@@ -177,21 +177,25 @@ class Stage:
 
 # --- one set-up stage per worker process -----------------------------------------------------------
 
-_READY: dict[str, Stage] = {}
+_READY: dict[str, tuple[type, dict[str, Any]]] = {}
 _READY_LOCK = threading.Lock()
 
 
 def ready(stage: Stage) -> Stage:
-    """The process's set-up instance for `stage` (models load once per process, not per shard)."""
+    """`stage` with its models loaded: `setup()` runs once per process and setup key, and every later
+    stage object with the same key gets those models attached (its own config stays its own, so a
+    changed threshold or k never runs with a stale copy)."""
     key = stage.setup_key()
     with _READY_LOCK:
         loaded = _READY.get(key)
         if loaded is None:
-            for old in [k for k, s in _READY.items() if type(s) is type(stage)]:
-                del _READY[old]  # another config of the same stage: free its models
+            for old in [k for k, (cls, _) in _READY.items() if cls is type(stage)]:
+                del _READY[old]  # another model of the same stage: free it
+            before = set(vars(stage))
             stage.setup()
-            _READY[key] = loaded = stage
-        return loaded
+            loaded = _READY[key] = (type(stage), {k: v for k, v in vars(stage).items() if k not in before})
+        vars(stage).update(loaded[1])
+        return stage
 
 
 def process_one(stage: Stage, run_dir: str, shard: int, rows: pd.DataFrame, fingerprint: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ class ToyCaptions(Stage):
     spec = spec("caption")
     upstream = ("ingest",)
     calls: list[int] = []
+    setups: list[int] = []
 
     def config_section(self):
         return {"caption.max_new_tokens": self.cfg.caption.max_new_tokens}
@@ -34,7 +35,11 @@ class ToyCaptions(Stage):
         cands = read_manifest(run.manifest("candidates"), "candidates", columns=["pair_id", "rainy_path"])
         return cands.rename(columns={"pair_id": "item_id"})
 
+    def setup_key(self):
+        return "toy-model"  # the model does not depend on max_new_tokens: load it once
+
     def setup(self):
+        ToyCaptions.setups.append(1)
         self.loaded = True
 
     def process_shard(self, run, shard, rows):
@@ -85,7 +90,9 @@ def test_a_config_change_redoes_every_shard_and_says_which_key(tmp_path):
     run = make_run(tmp_path)
     run_stage(toy(), run)
     generation = read_state(run, "caption")["generation"]
+    setups = len(ToyCaptions.setups)
     report = run_stage(toy(tokens=3), run)
+    assert len(ToyCaptions.setups) == setups  # the loaded model is reused, with the new config
     assert report.redone == SHARDS and report.reasons == {"fingerprint": SHARDS}
     assert "caption.max_new_tokens 20 -> 3" in report.line()
     assert read_manifest(run.manifest("captions"), "captions")["caption"].str.len().max() == 3

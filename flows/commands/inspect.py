@@ -19,10 +19,16 @@ def run(args) -> int:
         raise UserError(f"{layout.root} is not a UniRain run folder (no run.json)")
     from tasks.funnel import format_table, funnel_table
 
+    import pandas as pd
+
+    from tasks.stage import stage_status
+
     frame = funnel_table(layout)
+    stages = pd.DataFrame(stage_status(layout))
     if args.json:
         print(frame.to_json(orient="records"))
     else:
         print(f"run: {layout.root}\n")
         print(format_table(frame))
+        print("\n" + format_table(stages.fillna("")))  # done, stale (an earlier stage was redone), not run
     return 0
