@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from data_manifests.registry import RegistryError
 from unirain_model.archs import ARCH_REGISTRY, build_model, load_model_config, register_arch
 from unirain_model.complexity import count_macs, count_params, experts_per_layer
 from unirain_model.moe import DenseFFN, HardMoEFFN, SoftMoEFFN
@@ -181,7 +182,7 @@ def test_soft_moe_weights_sum_to_one_and_mix():
 def test_registry_errors(tmp_path):
     with pytest.raises(ValueError, match="'bogus'"):
         build_model({**TINY, "bogus": 1})
-    with pytest.raises(ValueError, match="nope.*not a registered"):
+    with pytest.raises(RegistryError, match="unknown architecture 'nope'"):
         build_model({"type": "nope"})
     with pytest.raises(ValueError, match="missing key 'type'"):
         build_model({"dim": 8})
@@ -191,7 +192,7 @@ def test_registry_errors(tmp_path):
         build_model({**TINY, "top_k": 5})
     with pytest.raises(ValueError, match="heads"):
         build_model({**TINY, "heads": [3, 2, 2]})
-    assert ARCH_REGISTRY["unirain"] is type(tiny())
+    assert ARCH_REGISTRY.get("unirain") is type(tiny())
 
     @register_arch("test-identity")
     class Identity(torch.nn.Module):
@@ -201,10 +202,10 @@ def test_registry_errors(tmp_path):
 
     try:
         assert build_model({"type": "test-identity", "scale": 2.0}).scale == 2.0
-        with pytest.raises(ValueError, match="already registered"):
+        with pytest.raises(RegistryError, match="architecture 'test-identity' is already registered"):
             register_arch("test-identity")(type("Other", (torch.nn.Module,), {}))
     finally:
-        del ARCH_REGISTRY["test-identity"]
+        ARCH_REGISTRY._items.pop("test-identity")  # Registry has no public removal; tests only
 
 
 def test_load_model_config_model_and_run_yaml(tmp_path):
@@ -272,3 +273,19 @@ def test_model_info_json(capsys, tmp_path):
     (tmp_path / "bad.yaml").write_text("type: unirain\nwidth: 3\n")
     assert main(["model-info", "--config", str(tmp_path / "bad.yaml")]) == 2
     assert "'width'" in capsys.readouterr().err
+
+
+def test_ffn_kinds_are_one_registry_and_layers_report_their_active_experts():
+    from unirain_model.moe import FFN_REGISTRY, make_ffn
+
+    assert FFN_REGISTRY.names() == ["dense", "hard", "soft"]
+    layers = {k: make_ffn(k, dim=8, hidden=4, num_experts=6, top_k=3) for k in FFN_REGISTRY}
+    assert {k: m.active_experts() for k, m in layers.items()} == {"dense": 1, "hard": 3, "soft": 6}
+    assert layers["dense"].experts.hidden == 12  # as wide as the top_k experts of a hard layer
+    with pytest.raises(RegistryError, match="unknown FFN kind 'sparse'"):
+        make_ffn("sparse", 8, 4, 6, 3)
+    with pytest.raises(RegistryError, match="already registered"):
+        FFN_REGISTRY.register("soft")(HardMoEFFN)
+    # complexity reads the layer's own answer: a hard layer with top_k=1 runs one expert
+    rows = experts_per_layer(tiny(encoder_ffn="hard", top_k=1))
+    assert {r["active_per_token"] for r in rows} == {1}

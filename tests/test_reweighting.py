@@ -136,8 +136,12 @@ def test_bad_arguments_and_registry():
     u = build_reweighter("uniform", 3)
     assert isinstance(u, Uniform)
     np.testing.assert_array_equal(u.update([3.0, 0.1, 1.0]), np.full(3, 1 / 3))
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(ValueError, match="unknown reweighting kind 'nope'"):
         build_reweighter("nope", 4)
+    from unirain_model.reweighting import register_reweighter
+
+    with pytest.raises(ValueError, match="reweighting kind 'coba' is already registered"):
+        register_reweighter("coba")(Uniform)
 
 
 def test_weighted_type_loss_equals_per_type_formula():

@@ -41,9 +41,8 @@ def experts_per_layer(model: nn.Module) -> list[dict[str, Any]]:
     rows = []
     for name, m in model.named_modules():
         if isinstance(m, FFNLayer):
-            active = {"soft": m.num_experts, "hard": getattr(m, "top_k", None), "dense": 1}[m.kind]
             rows.append({"layer": name, "kind": m.kind, "num_experts": m.num_experts,
-                         "active_per_token": active})
+                         "active_per_token": m.active_experts()})
     return rows
 
 

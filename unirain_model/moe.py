@@ -24,6 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data_manifests.registry import Registry
+
+# FFN kind (`encoder_ffn` / `decoder_ffn` in a model config) -> layer class. Each class builds itself
+# from the block's common arguments with `from_block(...)`.
+FFN_REGISTRY: Registry[type["FFNLayer"]] = Registry("FFN kind")
+
 
 class Experts(nn.Module):
     """`num_experts` gated point-wise MLPs (C → 2h → gate → h → C) on tokens (N, C)."""
@@ -81,11 +87,22 @@ class FFNLayer(nn.Module):
     def aux_loss(self) -> torch.Tensor | None:
         return None
 
+    def active_experts(self) -> int:
+        """Experts each token runs through (what its compute grows with)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_block(cls, dim: int, hidden: int, num_experts: int, top_k: int,
+                   dense_hidden: int | None = None) -> "FFNLayer":
+        """The layer of one block from the model's common FFN arguments."""
+        raise NotImplementedError
+
     def _record(self, weights: torch.Tensor, shape: torch.Size) -> None:
         if self.record_routing:
             self.last_routing = _to_map(weights.detach(), shape)
 
 
+@FFN_REGISTRY.register("dense")
 class DenseFFN(FFNLayer):
     """One expert, no router: the dense baseline of the ablations."""
 
@@ -94,11 +111,20 @@ class DenseFFN(FFNLayer):
     def __init__(self, dim: int, hidden: int):
         super().__init__(dim, hidden, 1)
 
+    def active_experts(self) -> int:
+        return 1
+
+    @classmethod
+    def from_block(cls, dim, hidden, num_experts, top_k, dense_hidden=None):
+        # As wide as the top_k experts a hard layer runs, unless dense_hidden says otherwise.
+        return cls(dim, dense_hidden or hidden * top_k)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.dwconv(x)
         return _to_map(self.experts.run(0, _to_tokens(y)), y.shape)
 
 
+@FFN_REGISTRY.register("soft")
 class SoftMoEFFN(FFNLayer):
     """Router softmax over all experts; every expert runs on every token; outputs mixed."""
 
@@ -108,6 +134,13 @@ class SoftMoEFFN(FFNLayer):
         super().__init__(dim, hidden, num_experts)
         self.router = nn.Linear(dim, num_experts, bias=False)
 
+    def active_experts(self) -> int:
+        return self.num_experts
+
+    @classmethod
+    def from_block(cls, dim, hidden, num_experts, top_k, dense_hidden=None):
+        return cls(dim, hidden, num_experts)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.dwconv(x)
         tokens = _to_tokens(y)
@@ -116,6 +149,7 @@ class SoftMoEFFN(FFNLayer):
         return _to_map(self.experts.run_mixed(tokens, weights), y.shape)
 
 
+@FFN_REGISTRY.register("hard")
 class HardMoEFFN(FFNLayer):
     """Top-k routing per token (pixel); only the chosen experts compute (dropless, no capacity cap).
 
@@ -133,6 +167,13 @@ class HardMoEFFN(FFNLayer):
         self.top_k = top_k
         self.router = nn.Linear(dim, num_experts, bias=False)
         self._aux: torch.Tensor | None = None
+
+    def active_experts(self) -> int:
+        return self.top_k
+
+    @classmethod
+    def from_block(cls, dim, hidden, num_experts, top_k, dense_hidden=None):
+        return cls(dim, hidden, num_experts, top_k)
 
     def aux_loss(self) -> torch.Tensor | None:
         return self._aux
@@ -172,19 +213,10 @@ class HardMoEFFN(FFNLayer):
         return _to_map(mixed, y.shape)
 
 
-FFN_KINDS = ("soft", "hard", "dense")
-
-
 def make_ffn(kind: str, dim: int, hidden: int, num_experts: int, top_k: int,
-             dense_hidden: int | None = None) -> nn.Module:
-    """The FFN of one block by kind (`soft`, `hard`, `dense`); `hidden` is one expert's width.
+             dense_hidden: int | None = None) -> FFNLayer:
+    """The FFN of one block by kind (a name in FFN_REGISTRY); `hidden` is one expert's width.
 
     A dense layer defaults to `hidden * top_k`: as wide as the k experts a hard layer runs.
     """
-    if kind == "soft":
-        return SoftMoEFFN(dim, hidden, num_experts)
-    if kind == "hard":
-        return HardMoEFFN(dim, hidden, num_experts, top_k)
-    if kind == "dense":
-        return DenseFFN(dim, dense_hidden or hidden * top_k)
-    raise ValueError(f"unknown ffn kind {kind!r}; expected one of {FFN_KINDS}")
+    return FFN_REGISTRY.get(kind).from_block(dim, hidden, num_experts, top_k, dense_hidden)

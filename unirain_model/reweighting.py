@@ -16,25 +16,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-REWEIGHTERS: dict[str, type] = {}
+from data_manifests.registry import Registry
+
+REWEIGHTERS: Registry[type] = Registry("reweighting kind")
 
 
 def register_reweighter(name: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        if name in REWEIGHTERS:
-            raise ValueError(f"reweighter {name!r} registered twice")
-        REWEIGHTERS[name] = cls
-        return cls
-
-    return deco
+    return REWEIGHTERS.register(name)
 
 
 def build_reweighter(kind: str, num_types: int, **kwargs: Any):
-    try:
-        cls = REWEIGHTERS[kind]
-    except KeyError:
-        raise ValueError(f"unknown reweighting kind {kind!r}; known: {sorted(REWEIGHTERS)}") from None
-    return cls(num_types=num_types, **kwargs)
+    """The reweighter `kind` (RegistryError, a ValueError, naming the known kinds if unknown)."""
+    return REWEIGHTERS.get(kind)(num_types=num_types, **kwargs)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -4,6 +4,8 @@
     model = build_model(cfg)
 
 Every other key of the config is a constructor keyword; an unknown key is a ValueError naming it.
+An unknown `type` or a second class under a taken name is a `RegistryError` (a ValueError) from the
+project's one `Registry`.
 """
 from __future__ import annotations
 
@@ -14,20 +16,16 @@ from typing import Any, Callable
 import yaml
 from torch import nn
 
-ARCH_REGISTRY: dict[str, type[nn.Module]] = {}
+from data_manifests.registry import Registry
+
+# Architectures register themselves when their module is imported (the imports at the end).
+ARCH_REGISTRY: Registry[type[nn.Module]] = Registry("architecture")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def register_arch(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: `@register_arch("unirain")` makes `type: unirain` build that class."""
-
-    def deco(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in ARCH_REGISTRY and ARCH_REGISTRY[name] is not cls:
-            raise ValueError(f"architecture {name!r} is already registered to {ARCH_REGISTRY[name].__name__}")
-        ARCH_REGISTRY[name] = cls
-        return cls
-
-    return deco
+    return ARCH_REGISTRY.register(name)
 
 
 def _check_kwargs(cls: type, kwargs: dict[str, Any], arch: str) -> None:
@@ -44,13 +42,10 @@ def build_model(cfg: dict[str, Any]) -> nn.Module:
     if not isinstance(cfg, dict):
         raise ValueError(f"model config must be a mapping, got {type(cfg).__name__}")
     if "type" not in cfg:
-        raise ValueError("model config: missing key 'type' (one of: " + ", ".join(sorted(ARCH_REGISTRY)) + ")")
+        raise ValueError("model config: missing key 'type' (one of: " + ", ".join(ARCH_REGISTRY.names()) + ")")
     kwargs = {k: v for k, v in cfg.items() if k != "type"}
     arch = cfg["type"]
-    if arch not in ARCH_REGISTRY:
-        raise ValueError(f"model config: type {arch!r} is not a registered architecture "
-                         f"(known: {', '.join(sorted(ARCH_REGISTRY))})")
-    cls = ARCH_REGISTRY[arch]
+    cls = ARCH_REGISTRY.get(arch)
     _check_kwargs(cls, kwargs, arch)
     return cls(**kwargs)
 
@@ -86,4 +81,4 @@ def load_model_config(path: str | Path) -> dict[str, Any]:
 
 
 # Architectures register themselves on import.
-from unirain_model.archs import unirain_arch  # noqa: E402,F401
+from unirain_model.archs import nafnet_arch, unirain_arch  # noqa: E402,F401

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unirain_model.archs import register_arch
-from unirain_model.moe import FFN_KINDS, FFNLayer, make_ffn
+from unirain_model.moe import FFN_REGISTRY, FFNLayer, make_ffn
 
 
 class LayerNorm2d(nn.Module):
@@ -72,6 +72,17 @@ class TransformerBlock(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
+def pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Pad bottom/right to a multiple of `stride`: reflect, or replicate when the image is smaller
+    than the padding (reflect cannot pad more than size-1)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % stride, (-w) % stride
+    if not (ph or pw):
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
 def _down(dim: int) -> nn.Module:  # dim -> 2·dim, half resolution
     return nn.Sequential(nn.Conv2d(dim, dim // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
 
@@ -106,8 +117,8 @@ class UniRain(nn.Module):
         super().__init__()
         num_blocks, heads = list(num_blocks), list(heads)
         for key, kind in (("encoder_ffn", encoder_ffn), ("decoder_ffn", decoder_ffn)):
-            if kind not in FFN_KINDS:
-                raise ValueError(f"{key}: {kind!r} is not one of {FFN_KINDS}")
+            if kind not in FFN_REGISTRY:
+                raise ValueError(f"{key}: {FFN_REGISTRY.unknown_message(kind)}")
         if len(num_blocks) < 1 or len(heads) != len(num_blocks):
             raise ValueError(f"heads ({heads}) and num_blocks ({num_blocks}) need the same length >= 1")
         if not 1 <= top_k <= num_experts:
@@ -161,14 +172,7 @@ class UniRain(nn.Module):
         return out[..., :h, :w].contiguous()
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        """Pad bottom/right to a multiple of the stride: reflect, or replicate when the image is
-        smaller than the padding (reflect cannot pad more than size-1)."""
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % self.stride, (-w) % self.stride
-        if not (ph or pw):
-            return x
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        return F.pad(x, (0, pw, 0, ph), mode=mode)
+        return pad_to_multiple(x, self.stride)
 
     def moe_layers(self) -> dict[str, FFNLayer]:
         """Every FFN layer (dense ones included) by module name."""
