@@ -11,17 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
+
+# The project's one config error and section base (unknown keys refused, frozen).
+from data_manifests.config_base import ConfigError  # noqa: F401  (re-exported: callers import it here)
+from data_manifests.config_base import Section as _Section
+from data_manifests.config_base import format_validation_error
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class ConfigError(ValueError):
-    """A train/evaluate config that cannot be used; the message names the key."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ReweightingConfig(_Section):
@@ -86,11 +83,7 @@ class EvalConfig(_Section):
 
 
 def _format(exc: ValidationError, prefix: str) -> str:
-    parts = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
-        parts.append(f"{key}: {err['msg']}")
-    return "; ".join(parts)
+    return format_validation_error(exc, prefix)
 
 
 def parse_train_config(data: dict[str, Any] | None, origin: str = "config") -> TrainConfig:
