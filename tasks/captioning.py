@@ -62,8 +62,11 @@ class CaptionStage(Stage):
     CODE_VERSION = 1
 
     def ref(self):
+        from .config import require_local_model
+
         if self.cfg.models.captioner is None:
             raise ValueError("models.captioner: not set in the config")
+        require_local_model(self.cfg.models.captioner, "models.captioner")
         return self.cfg.models.captioner
 
     def config_section(self) -> dict:

@@ -9,8 +9,9 @@ modules take their own section object, never the raw dict.
 Paths: `sources:` and `gallery:` folders, `evaluate.data` / `evaluate.manifests` and `train.model`
 are paths. A model `name` / `pretrained` is a path when it starts with `./`, `../`, `~` or
 `local-dir:` (or names something that exists beside the config); anything else (`openai`,
-`Salesforce/blip-image-captioning-large`) is a hub id and kept as written. A relative path that
-must exist and does not is an error naming the resolved path.
+`Salesforce/blip-image-captioning-large`) is a hub id and kept as written. `train.model` must exist
+(the error names the resolved path); a local model must exist when a stage needs it
+(`require_local_model`, same wording).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from unirain_model.config import EvalConfig, TrainConfig
 __all__ = [
     "ConfigError", "Section", "IngestConfig", "ModelRef", "CaptionConfig", "EmbedConfig", "IndexConfig",
     "RetrievalConfig", "VoteConfig", "SelectConfig", "TaskRunnerConfig", "ModelsConfig", "RunConfig",
-    "format_validation_error", "parse_run_config", "load_yaml", "load_run_config",
+    "format_validation_error", "parse_run_config", "load_yaml", "load_run_config", "require_local_model",
 ]
 
 
@@ -157,12 +158,19 @@ def _looks_like_path(value: str, base: Path) -> bool:
 def _model_path(value: str, base: Path, key: str, origin: str) -> str:
     if not _looks_like_path(value, base):
         return value  # a hub id or an open_clip name
-    resolved = resolve_path(value, base)
-    local = Path(resolved.removeprefix("local-dir:"))
-    if not Path(value.removeprefix("local-dir:")).expanduser().is_absolute() and not local.exists():
-        raise ConfigError(f"{origin}: {key}: local model not found: {local} (relative paths are read from "
-                          f"the config's folder {base})")
-    return resolved
+    return resolve_path(value, base)  # checked by the stage that loads it (`require_local_model`)
+
+
+def require_local_model(ref: ModelRef, key: str) -> None:
+    """A model given as a local path must exist; the error names the key and the resolved path.
+    Checked when a stage needs the model, so `ingest` or `select` run before the models are there."""
+    for field in ("name", "pretrained"):
+        value = getattr(ref, field)
+        if isinstance(value, str) and value.startswith(("/", "local-dir:/")):
+            path = Path(value.removeprefix("local-dir:"))
+            if not path.exists():
+                raise ConfigError(f"{key}.{field}: local model not found: {path} (relative paths in a config are "
+                                  "read from the config's folder)")
 
 
 def _existing(value: str, base: Path, key: str, origin: str) -> str:
@@ -221,4 +229,7 @@ def load_run_config(path: str | Path) -> RunConfig:
 
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
             update={"model": resolve_path(cfg.train.model, REPO_ROOT)})}) if isinstance(cfg.train.model, str) else cfg
+    from tasks.model_options import validate_models  # each backend's `options:`, named by key
+
+    validate_models(cfg.models, origin=str(path))
     return cfg

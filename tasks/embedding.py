@@ -131,8 +131,11 @@ class EmbedStage(Stage):
     CODE_VERSION = 1
 
     def ref(self):
+        from .config import require_local_model
+
         if self.cfg.models.embedder is None:
             raise ValueError("models.embedder: not set in the config")
+        require_local_model(self.cfg.models.embedder, "models.embedder")
         return self.cfg.models.embedder
 
     def config_section(self) -> dict:

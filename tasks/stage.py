@@ -437,3 +437,10 @@ def prepare_run(run_dir: str | os.PathLike, cfg, origin: str = "the config") -> 
     """The run folder (created when new, recording the shard count) and its shard count."""
     num_shards = check_run(run_dir, cfg, origin)
     return RunLayout.at(run_dir).create(num_shards), num_shards
+
+
+def preflight(cfg, num_shards: int, stages) -> None:
+    """What a user can get wrong about the models, before any stage runs: each stage's model id is
+    computed (a missing local model, an unknown backend or a panel that is not three judges fails here)."""
+    for name in stages:
+        make_stage(name, cfg, num_shards).model_id()

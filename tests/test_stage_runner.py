@@ -191,3 +191,32 @@ def test_relocate_command(tmp_path, capsys):
     assert f"toy: {data.resolve()} -> {moved.resolve()}" in capsys.readouterr().out
     assert main(["relocate", str(run.root), "--root", f"other={moved}"]) == 2
     assert "no source named 'other'" in capsys.readouterr().err
+
+
+def test_config_paths_are_read_from_the_config_folder(tmp_path, monkeypatch, capsys):
+    from flows.cli import main
+    from tasks.config import ConfigError, load_run_config
+
+    conf = tmp_path / "conf"
+    (conf / "models" / "clip").mkdir(parents=True)
+    (conf / "model.yaml").write_text("type: unirain\n")
+    (conf / "data").mkdir()
+    text = ("sources: [unirain=data]\ngallery: [data]\n"
+            "models:\n  captioner: {backend: blip, name: ./models/blip}\n"
+            "  embedder: {backend: open_clip, name: 'local-dir:models/clip'}\n"
+            "  judges: [{backend: transformers, name: llava-hf/llava-1.5-7b-hf}]\n"
+            "train: {model: model.yaml}\n")
+    (conf / "c.yaml").write_text(text)
+    monkeypatch.chdir(tmp_path)  # a working directory that is not the config's folder
+    cfg = load_run_config(conf / "c.yaml")
+    assert cfg.sources == [f"unirain={conf / 'data'}"] and cfg.gallery == [str(conf / "data")]
+    assert cfg.models.embedder.name == f"local-dir:{conf / 'models' / 'clip'}"
+    assert cfg.models.judges[0].name == "llava-hf/llava-1.5-7b-hf"  # a hub id, kept
+    assert cfg.train.model == str(conf / "model.yaml")
+    (conf / "bad.yaml").write_text(text.replace("model.yaml", "missing.yaml"))
+    with pytest.raises(ConfigError, match=f"train.model: not found: {conf / 'missing.yaml'}"):
+        load_run_config(conf / "bad.yaml")
+    # the captioner folder does not exist: refused before any stage, naming the resolved path
+    assert main(["distill", "--config", str(conf / "c.yaml"), "--run", str(tmp_path / "run"), "--until", "caption"]) == 2
+    assert f"models.captioner.name: local model not found: {conf / 'models' / 'blip'}" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "run.json").exists()  # (the CLI made only RUN/.prefect)

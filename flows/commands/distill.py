@@ -18,9 +18,12 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from data_manifests import ManifestError
+    from data_manifests.registry import RegistryError
     from tasks.config import ConfigError, load_run_config
+    from tasks.model_ids import ModelLoadError
+    from tasks.pipeline import stages_until
     from tasks.sources import parse_gallery, parse_sources
-    from tasks.stage import check_run
+    from tasks.stage import check_run, preflight
 
     from ..cli import UserError
 
@@ -28,8 +31,9 @@ def run(args) -> int:
         cfg = load_run_config(args.config)
         parse_sources(cfg.sources)
         parse_gallery(cfg.gallery)
-        check_run(args.run, cfg, args.config)
-    except (ConfigError, ManifestError, ValueError) as exc:
+        num_shards = check_run(args.run, cfg, args.config)
+        preflight(cfg, num_shards, [s for s in stages_until(args.until) if s != "ingest"])
+    except (ConfigError, ManifestError, ValueError, RegistryError, ModelLoadError) as exc:
         raise UserError(str(exc)) from None
     from data_manifests import RunLayout
     from tasks.funnel import format_table, funnel_table
