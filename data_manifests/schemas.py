@@ -21,6 +21,8 @@ REJECT_REASONS = frozenset({
     "decompression_bomb",
     "size_mismatch",       # rainy and clean differ in size
     "missing_clean",       # a rainy file without its clean twin
+    "missing_rainy",       # a clean file without its rainy twin
+    "not_a_file",          # a FIFO, socket, device or folder (link) where a file was listed
     "duplicate",           # the same pair (same bytes) listed again
     "preprocess_error",    # decoded, but the model's preprocessing failed on it
     "bad_embedding",       # NaN or infinite embedding

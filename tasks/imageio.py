@@ -10,7 +10,10 @@ orientations 5-8, learnt from the header alone), so a portrait phone photo is po
 """
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,12 +157,65 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
     return to_rgb(img)
 
 
+def _unopenable(path: str | Path, exc: OSError) -> ImageRejected:
+    if exc.errno == errno.ELOOP:
+        return ImageRejected("unreadable", "a symbolic link loop")
+    if exc.errno == errno.ENOENT and os.path.islink(path):
+        return ImageRejected("unreadable", f"a dangling symbolic link (-> {os.readlink(path)})")
+    try:  # a socket cannot be opened at all (ENXIO): say what it is
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        return ImageRejected("not_a_file", f"{_kind(mode)}, not a file")
+    return ImageRejected("unreadable", f"cannot read: {exc.strerror or exc}")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def read_file_bytes(path: str | Path) -> bytes:
+    """The bytes of a regular file (symbolic links followed), or ImageRejected naming why not.
+
+    `unreadable`: a dangling link, a link loop, no permission, an I/O error; `not_a_file`: a FIFO,
+    a socket, a device or a folder (e.g. a link to one). The file is opened non-blocking and checked
+    on the open descriptor, so a FIFO never blocks the reader and nothing is swapped in between.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _unopenable(path, exc) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            link = f" (link -> {os.readlink(path)})" if os.path.islink(path) else ""
+            raise ImageRejected("not_a_file", f"{_kind(mode)}, not a file{link}")
+        f = open(fd, "rb")  # owns fd from here
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        try:
+            return f.read()
+        except OSError as exc:
+            raise ImageRejected("unreadable", f"cannot read: {exc.strerror or exc}") from None
+
+
 def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode a file to an 8-bit RGB PIL image, or raise ImageRejected."""
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ImageRejected("unreadable", f"cannot read {path}: {exc.strerror or exc}") from None
+        data = read_file_bytes(path)
+    except ImageRejected as exc:
+        raise ImageRejected(exc.reason, f"{path}: {exc.detail}") from None
     return decode_rgb(data, max_pixels)
 
 

@@ -22,7 +22,7 @@ from data_manifests.reader import read_manifest
 from .adapters import PairListing, get_adapter
 from .adapters.base import image_files
 from .config import IngestConfig
-from .imageio import ImageInfo, ImageRejected, mean_luminance, probe_image_bytes
+from .imageio import ImageInfo, ImageRejected, mean_luminance, probe_image_bytes, read_file_bytes
 from .pipeline import spec as spec_of
 from .sources import SourceSpec, parse_gallery, parse_sources
 from .stage import Stage, read_state
@@ -48,10 +48,7 @@ def path_item_id(path: Path) -> str:
 
 
 def probe_file(path: Path, cfg: IngestConfig) -> Probed:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageRejected("unreadable", f"cannot read: {exc.strerror or exc}") from None
+    data = read_file_bytes(path)  # ImageRejected: unreadable (dangling/looping link, ...) or not_a_file (FIFO, ...)
     digest = bytes_digest(data)
     try:
         info = probe_image_bytes(data, cfg.min_side, cfg.max_pixels)
@@ -75,6 +72,10 @@ def probe_pairs(source: str, listings: list[PairListing], cfg: IngestConfig) -> 
     rows, rejects = [], []
     clean_cache: dict[Path, Probed | ImageRejected] = {}  # many rainy files may share one clean file
     for item in listings:
+        if item.rainy_path is None:  # a clean file no rainy file pairs with
+            path = str(item.clean_path)
+            rejects.append(reject(path_item_id(item.clean_path), "missing_rainy", "no rainy twin for this clean file", source, path))
+            continue
         rainy_path = str(item.rainy_path)
         try:
             rainy = probe_file(item.rainy_path, cfg)
@@ -167,8 +168,8 @@ def listing_signature(sources: list[SourceSpec], listings: dict[str, list[PairLi
     for name, (root, paths) in sorted(gallery.items()):
         h.update(f"gallery|{name}".encode())
         for p in paths:
-            st = os.stat(p)
-            h.update(f"{relative_to_root(p, root)}|{st.st_size}|{st.st_mtime_ns}".encode())
+            st = os.stat(p) if p.exists() else None  # a dangling link is listed (and rejected), not fatal
+            h.update(f"{relative_to_root(p, root)}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}".encode())
     return h.hexdigest()
 
 

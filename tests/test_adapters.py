@@ -192,6 +192,7 @@ def test_raindrop_splits_and_extensions(tmp_path):
          "test_a/data/2_rain.png", "test_a/gt/3_clean.png")
     assert listed("raindrop", tmp_path) == [
         ("test_a/data/2_rain.png", None, "day_drop"),
+        (None, "test_a/gt/3_clean.png", "day_drop"),  # a clean file without its rainy twin: missing_rainy
         ("test_b/data/1_rain.jpg", "test_b/gt/1_clean.jpg", "day_drop"),
         ("train/data/0_rain.png", "train/gt/0_clean.png", "day_drop"),
     ]

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from .base import PairListing, find_child, image_files, pair_by_key, strip_rain_affixes
+from .base import PairListing, child_dirs, find_child, image_files, pair_by_key, strip_rain_affixes
 
 Files = tuple[list[Path], list[Path]]
 Finder = Callable[[Path], "Files | None"]
@@ -36,7 +36,7 @@ def split_or(*words: str) -> Callable[[str], bool]:
 
 
 def subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir())
+    return sorted(child_dirs(folder))
 
 
 def child_path(folder: Path, relative: str) -> Path | None:

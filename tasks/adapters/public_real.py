@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Iterator
 
 from ..imageio import is_image_name
-from .base import ADAPTERS, DatasetAdapter, PairListing, check_rain_type, find_child, image_files, pair_by_key, strip_rain_affixes
+from .base import (
+    ADAPTERS, DatasetAdapter, PairListing, check_rain_type, find_child, image_files, pair_by_key, strip_rain_affixes,
+    unpaired,
+)
 from .layouts import Files, dir_pair_finder, find_layouts, is_split_name, list_layouts, split_or, stem_key
 
 
@@ -133,10 +136,15 @@ class RainDS(DatasetAdapter):
         expected = "gt/ beside rainstreak/, raindrop/ and/or rainstreak_raindrop/ (in train/ and test/ folders)"
         for folder, _ in find_layouts(root, _rainds_finder, expected, (split_or("rainds"),) * 2):
             clean = image_files(find_child(folder, ["gt"]) or folder / "gt")
+            used: set[Path] = set()  # one gt folder serves the three rainy folders
             for name, folder_type in self.FOLDER_TYPES.items():
                 rainy_dir = find_child(folder, [name])
                 if rainy_dir is not None:
-                    yield from pair_by_key(image_files(rainy_dir), clean, _rainds_key, rain_type or folder_type)
+                    for item in pair_by_key(image_files(rainy_dir), clean, _rainds_key, rain_type or folder_type,
+                                            unpaired_clean=False):
+                        used.add(item.clean_path)
+                        yield item
+            yield from unpaired(clean, used, rain_type)
 
 
 def _rainds_finder(folder: Path) -> Files | None:
@@ -165,8 +173,8 @@ class GTRain(DatasetAdapter):
         if not root.is_dir():
             raise ValueError(f"{root}: folder not found (expected GT-RAIN scene folders)")
         by_folder: dict[Path, list[Path]] = {}
-        for path in sorted(root.rglob("*-[RC]-*")):
-            if path.is_file() and is_image_name(path) and _GTRAIN_NAME.match(path.stem):
+        for path in image_files(root, recursive=True):  # each folder once, bad entries kept as rejects
+            if is_image_name(path) and _GTRAIN_NAME.match(path.stem):
                 by_folder.setdefault(path.parent, []).append(path)
         rainy_count = 0
         for folder in sorted(by_folder):
@@ -178,10 +186,13 @@ class GTRain(DatasetAdapter):
                     clean.setdefault(m["scene"], {}).setdefault(m["frame"], path)
                 else:
                     rainy.append((path, m["scene"], m["frame"]))
+            used: set[Path] = set()
             for path, scene, frame in rainy:
                 frames = clean.get(scene, {})
                 twin = frames.get(frame) or (frames[min(frames)] if frames else None)
+                used.add(twin)
                 yield PairListing(path, twin, rain_type)
+            yield from unpaired([p for frames in clean.values() for p in frames.values()], used, rain_type)
             rainy_count += len(rainy)
         if rainy_count == 0:
             raise ValueError(f"{root}: no GT-RAIN frames found; expected scene folders with SCENE-R-NNN.png and SCENE-C-NNN.png")
