@@ -151,3 +151,15 @@ def test_ingest_accounts_for_every_file_found(tmp_path, sockets):
     source_entries = list((src / "drs" / "input").iterdir()) + [src / "drs" / "target" / "only_target.png"]
     gallery_entries = [gallery / "g0.png", *(gallery / "nested").iterdir()]
     assert len(candidates) + len(images) + len(rejects) == len(source_entries) + len(gallery_entries) == 18
+
+
+def test_later_readers_never_block_on_a_fifo(tmp_path):
+    """A manifest path that became a FIFO after ingest: the judges and every stage's loader reject it."""
+    from tasks.imageio import load_rgb
+    from tasks.judges.vllm_backend import image_data_url
+
+    os.mkfifo(tmp_path / "was_an_image.png")
+    for read in (image_data_url, load_rgb):
+        with pytest.raises(ImageRejected) as err:
+            read(tmp_path / "was_an_image.png")
+        assert err.value.reason == "not_a_file" and "FIFO" in err.value.detail

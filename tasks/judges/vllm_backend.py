@@ -32,7 +32,7 @@ import httpx
 from pydantic import Field, model_validator
 
 from tasks.config import ModelRef, VoteConfig
-from tasks.imageio import ImageRejected, decode_rgb, probe_image_bytes
+from tasks.imageio import ImageRejected, decode_rgb, probe_image_bytes, read_file_bytes
 from tasks.judges.base import (
     JUDGES, REFUSED, Judge, JudgeOptions, JudgeRequest, JudgeResult, JudgeUnavailable, yes_no_masses,
 )
@@ -89,7 +89,7 @@ def image_data_url(path: str | Path) -> str:
     their own bytes, anything else (16-bit, grayscale, RGBA, CMYK, TIFF, ...) as a new RGB PNG.
     """
     try:
-        data = Path(path).read_bytes()
+        data = read_file_bytes(path)  # a FIFO or a folder where an image was is a reject, never a hang
         info = probe_image_bytes(data, min_side=1)
         # Rotated photos are sent upright: servers differ in whether they apply EXIF orientation.
         mime = _PASSTHROUGH.get(info.format) if info.mode == "RGB" and info.orientation == 1 else None
