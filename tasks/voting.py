@@ -61,7 +61,7 @@ from data_manifests import ManifestError, RunLayout, get_schema, read_manifest, 
 from data_manifests.reader import check_file_schema
 from tasks.config import ModelRef, VoteConfig
 from tasks.judge_cache import JudgeCache, is_final_error
-from tasks.judges.base import Judge, JudgeRequest, JudgeResult
+from tasks.judges.base import JUDGES, Judge, JudgeRequest, JudgeResult
 from tasks.judges.prompt import PROMPT_VERSION
 from tasks.pipeline import spec
 from tasks.stage import Stage, output_paths, stage_reject
@@ -137,7 +137,7 @@ def tally_matrix(codes: np.ndarray) -> dict[str, np.ndarray]:
 
 def judge_model_id(ref: ModelRef) -> str:
     """The id a judge built from `ref` reports (`Judge.model_id`), known without loading it."""
-    return str(ref.options.get("model_id") or ref.name)
+    return JUDGES.get(ref.backend).model_id_for(ref)
 
 
 def panel_ids(refs: Sequence[ModelRef]) -> tuple[str, ...]:

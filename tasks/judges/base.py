@@ -86,7 +86,12 @@ class Judge(ABC):
         self.ref = ref
         self.vote = vote or VoteConfig()
         self.options = parse_options(type(self), ref.options, "", origin=f"judge {ref.name}")
-        self.model_id = str(self.options.model_id or ref.name)
+        self.model_id = self.model_id_for(ref)
+
+    @classmethod
+    def model_id_for(cls, ref: ModelRef) -> str:
+        """The `model_id` a judge built from `ref` reports, without building it (vote fingerprints)."""
+        return str(ref.options.get("model_id") or ref.name)
 
     @abstractmethod
     def judge(self, pairs: list[JudgeRequest]) -> list[JudgeResult]:
