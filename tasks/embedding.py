@@ -139,8 +139,9 @@ class EmbedStage(Stage):
         return self.cfg.models.embedder
 
     def config_section(self) -> dict:
-        return {"ingest.max_pixels": self.cfg.ingest.max_pixels, "models.embedder.options": self.ref().options,
-                **{f"index.{k}": v for k, v in self.cfg.index.model_dump(mode="json").items()}}
+        # not `index:`: the embeddings do not depend on it (the indexes are rebuilt in `finish`, and
+        # retrieval, whose results do depend on it, has it in its own fingerprint)
+        return {"ingest.max_pixels": self.cfg.ingest.max_pixels, "models.embedder.options": self.ref().options}
 
     def model_id(self) -> str:
         from .embedders import embedder_model_id
@@ -164,8 +165,19 @@ class EmbedStage(Stage):
         return embed_shard(rows, self.embedder, self.cfg.embed, self.cfg.ingest)
 
     def finish(self, run: RunLayout, redone: list[int], totals: dict) -> dict:
-        """The indexes are part of this stage's output: rebuilt after a redo or when missing."""
+        """The gallery indexes: rebuilt after a redo, when missing, or when `index:` changed."""
+        import json
+
+        record = run.state / "embed-index.json"
+        wanted = {"index": self.cfg.index.model_dump(mode="json"), "model": self.model_id()}
         missing = not all((run.indexes / f).is_file() for f in (TEXT_INDEX, IMAGE_INDEX))
-        if not (redone or missing):
+        try:
+            current = json.loads(record.read_text()) == wanted
+        except (OSError, ValueError):
+            current = False
+        if not (redone or missing or not current):
             return {}
-        return {"index_built": int(build_gallery_indexes(run, self.cfg.index, self.model_id())["built"])}
+        built = build_gallery_indexes(run, self.cfg.index, self.model_id())["built"]
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(wanted))
+        return {"index_built": int(built)}

@@ -142,7 +142,8 @@ class RetrieveStage(Stage):
     def config_section(self) -> dict:
         r = self.cfg.retrieval
         return {"retrieval.k_semantic": r.k_semantic, "retrieval.k_visual": r.k_visual,
-                "retrieval.ssim_size": r.ssim_size}
+                "retrieval.ssim_size": r.ssim_size,  # level 1 searches the index: an approximate one finds others
+                **{f"index.{k}": v for k, v in self.cfg.index.model_dump(mode="json").items()}}
 
     def setup_key(self) -> str:
         return "retrieve"  # nothing to load per config: the gallery is cached per run and index version

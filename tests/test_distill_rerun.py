@@ -70,6 +70,7 @@ def test_first_run_does_everything_and_an_unchanged_rerun_nothing(distilled, tin
     ({"caption__max_new_tokens": 6}, "caption"),
     ({"retrieval__k_visual": 2}, "retrieve"),
     ({"retrieval__ssim_size": 64}, "retrieve"),
+    ({"index__kind": "hnsw"}, "retrieve"),  # the indexes are rebuilt, the embeddings are not redone
     ({"vote__threshold": 0.6}, "vote"),
     ({"select__min_ssim": -0.5}, "select"),
 ])
@@ -86,6 +87,8 @@ def test_a_config_change_redoes_that_stage_and_the_later_ones_only(distilled, ti
     assert all(counts[name] > 0 for name in STAGE_ORDER[cut:]), counts
     key = next(iter(change)).replace("__", ".")
     assert key in results[first_redone]["why"]
+    if key.startswith("index."):
+        assert results["embed"]["index_built"] == 1
 
 
 def test_a_damaged_shard_is_redone_and_named(distilled, tiny_models, data, tmp_path):
