@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .adapters import get_adapter
+from .adapters import check_layout, get_adapter
 from .adapters.base import check_rain_type
 
 _SPEC = re.compile(r"^(?P<adapter>[A-Za-z0-9_]+)(\.(?P<label>[A-Za-z0-9_\-]+))?(:(?P<type>[a-z_]+))?=(?P<path>.+)$")
@@ -33,6 +33,7 @@ def parse_source(spec: str) -> SourceSpec:
     path = Path(match["path"]).expanduser().resolve()
     if not path.is_dir():
         raise ValueError(f"source {adapter!r}: folder not found: {path}")
+    check_layout(adapter, path, match["type"])  # a folder holding no such layout fails here, naming it
     name = f"{adapter}.{match['label']}" if match["label"] else adapter
     return SourceSpec(name, adapter, match["type"], path)
 

@@ -61,6 +61,15 @@ def test_unirain_pairs_by_name_and_types_by_folder(tmp_path):
     assert {t for _, _, t in relative(get_adapter("unirain").list_pairs(tmp_path, "day_drop"), tmp_path)} == {"day_drop"}
 
 
+def test_unirain_root_one_level_too_deep_says_so(tmp_path):
+    make(tmp_path, "drs/input/a.png", "drs/target/a.png")
+    with pytest.raises(ValueError, match=r"no dataset layout found; expected drs\|drd\|nrs\|nrd/\{input,target\}/NAME; "
+                                         r".*drs holds input/ itself: give its parent, or use paired:TYPE="):
+        list(get_adapter("unirain").list_pairs(tmp_path / "drs"))
+    with pytest.raises(ValueError, match="no dataset layout found"):
+        list(get_adapter("unirain").list_pairs(tmp_path / "drs" / "input"))
+
+
 def test_unirain_folder_types_survive_ingest_listing(tmp_path):
     make(tmp_path, *UNIRAIN_TREE)
     assert listed("unirain", tmp_path) == UNIRAIN_PAIRS

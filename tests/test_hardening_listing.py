@@ -163,3 +163,19 @@ def test_later_readers_never_block_on_a_fifo(tmp_path):
         with pytest.raises(ImageRejected) as err:
             read(tmp_path / "was_an_image.png")
         assert err.value.reason == "not_a_file" and "FIFO" in err.value.detail
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("unirain={root}/drs", "no dataset layout found; expected drs|drd|nrs|nrd/{{input,target}}/NAME; "
+                           "{root}/drs holds input/ itself: give its parent"),
+    ("paired={root}/drs/input", "expected a rainy folder (input|rainy|rain|data) beside a clean folder"),
+])
+def test_a_root_holding_no_layout_is_refused_before_work(tmp_path, spec, expected):
+    """Part of issue 10 item 6: the adapter's own message, exit 2, no Prefect traceback."""
+    png(tmp_path / "drs" / "input" / "a.png", 1)
+    png(tmp_path / "drs" / "target" / "a.png", 2)
+    env = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    res = subprocess.run([sys.executable, "-c", INGEST, "ingest", "--run", str(tmp_path / "run"), "--source",
+                          spec.format(root=tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert expected.format(root=tmp_path) in res.stderr and "Traceback" not in res.stderr

@@ -146,6 +146,7 @@ def test_source_spec_errors_name_the_problem(tmp_path):
         parse_source(f"unirain={tmp_path / 'missing'}")
     with pytest.raises(ValueError, match="snow"):
         parse_source(f"paired:snow={tmp_path}")
+    (tmp_path / "input").mkdir(), (tmp_path / "target").mkdir()  # the layout `paired` expects (checked at parse)
     spec = parse_source(f"paired.city:night_drop={tmp_path}")
     assert (spec.name, spec.adapter, spec.rain_type) == ("paired.city", "paired", "night_drop")
 

@@ -47,6 +47,13 @@ def get_adapter(name: str) -> DatasetAdapter:
     return ADAPTERS.get(name)()
 
 
+def check_layout(name: str, root: Path, rain_type: str | None = None) -> None:
+    """Raise the adapter's ValueError (which names the layout it expects) when `root` holds none of
+    it; reads only as far as the first pair, so a command can check its sources before it starts."""
+    adapter = get_adapter(name)
+    next(iter(adapter.list_pairs(root, rain_type or adapter.default_type)), None)
+
+
 # ---- helpers shared by adapters -------------------------------------------------------------
 
 def image_files(folder: Path, recursive: bool = False) -> list[Path]:

@@ -19,6 +19,12 @@ class UniRainLayout(DatasetAdapter):
     default_type = None  # each folder has its own type
 
     def list_pairs(self, root: Path, rain_type: str | None = None) -> Iterator[PairListing]:
+        if not any((root / folder).is_dir() for folder in RAIN_TYPE_FOLDERS.values()):
+            hint = ""
+            if find_child(root, RAINY_DIRS) is not None:  # pointed one level too deep (`unirain=.../drs`)
+                hint = f"; {root} holds input/ itself: give its parent, or use paired:TYPE={root}"
+            raise ValueError(f"{root}: no dataset layout found; expected {'|'.join(RAIN_TYPE_FOLDERS.values())}"
+                             f"/{{input,target}}/NAME{hint}")
         for type_key, folder in RAIN_TYPE_FOLDERS.items():
             base = root / folder
             yield from pair_by_key(
