@@ -7,13 +7,15 @@ The flow's result is persisted as JSON (never a pickle) so `run_deployment(...)`
 """
 from __future__ import annotations
 
+import time
+
 from prefect import flow
 
 from data_manifests import RunError
 from tasks.config import load_run_config
 from tasks.funnel import format_table, funnel_table
 from tasks.pipeline import stages_until
-from tasks.stage import prepare_run, read_state
+from tasks.stage import is_current, make_stage, prepare_run, read_state, run_stage
 
 from .runners import make_task_runner
 from .stage import StageName, stage_flow
@@ -39,6 +41,14 @@ def distill_flow(run: str, config: str, until: StageName = "select") -> dict:
     for name in stages_until(until):
         if name == "ingest" and not ingest_here:
             continue  # the run's own manifests (from `unirain ingest`) are used
+        started = time.monotonic()
+        stage = make_stage(name, cfg, layout.num_shards)
+        if is_current(stage, layout):  # a finished stage: checked here, no sub-flow (~1 s of Prefect each)
+            report = run_stage(stage, layout)
+            report.seconds = time.monotonic() - started  # the whole check, is_current included
+            print(report.line())
+            results[name] = {**report.to_dict(), "line": report.line()}
+            continue
         results[name] = stage_flow.with_options(task_runner=runner)(stage=name, run=str(layout.root), config=cfg)
     print(f"distill: run {layout.root} (through {until})\n" + format_table(funnel_table(layout)))
     return results

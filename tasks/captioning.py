@@ -7,7 +7,6 @@ from data_manifests import RunLayout, read_manifest
 
 from .captioners import Captioner
 from .config import CaptionConfig, IngestConfig
-from .image_batches import iter_batches
 from .pipeline import spec
 from .stage import Stage, stage_reject
 
@@ -31,6 +30,8 @@ def caption_items(run: RunLayout) -> pd.DataFrame:
 def caption_shard(items: pd.DataFrame, captioner: Captioner, cfg: CaptionConfig,
                   ingest: IngestConfig | None = None) -> tuple[list[dict], list[dict]]:
     """Captions and rejects for one shard of items; an image that fails here is a reject, never a crash."""
+    from .image_batches import iter_batches  # torch: imported only where a shard is processed
+
     ingest = ingest or IngestConfig()
     info = {row.item_id: row for row in items.itertuples(index=False)}
     rows, rejects = [], []

@@ -13,7 +13,6 @@ from data_manifests import RunLayout, get_schema, read_table
 from .config import EmbedConfig, IndexConfig, IngestConfig
 from .embedders import Embedder, nonfinite_rows
 from .faiss_index import build_index, load_index, save_index
-from .image_batches import iter_batches
 from .pipeline import spec
 from .stage import Stage, stage_reject
 
@@ -40,6 +39,8 @@ def _list_column(matrix: np.ndarray) -> pa.Array:
 def embed_shard(items: pd.DataFrame, embedder: Embedder, cfg: EmbedConfig,
                 ingest: IngestConfig | None = None) -> tuple[pa.Table, list[dict]]:
     """items: item_id, kind, path, source, caption. Both embeddings must be finite to keep an item."""
+    from .image_batches import iter_batches  # torch: imported only where a shard is processed
+
     ingest = ingest or IngestConfig()
     info = {row.item_id: row for row in items.itertuples(index=False)}
     rejects = []

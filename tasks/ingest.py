@@ -156,20 +156,31 @@ def drop_duplicates(rows: list[dict], key: str, rejects: list[dict], what: str) 
 def listing_signature(sources: list[SourceSpec], listings: dict[str, list[PairListing]],
                       gallery: dict[str, tuple[Path, list[Path]]]) -> str:
     """Changes when the inputs could change the output: specs, files (relative to their source's
-    root, so a moved copy with its mtimes kept is the same input), their sizes and mtimes."""
+    root, so a moved copy with its mtimes kept is the same input), their sizes and mtimes.
+    Plain strings and one stat per file: this runs on every rerun (thousands of files per second)."""
     h = hashlib.blake2b(digest_size=16)
+
+    def entry(path, root: str) -> str:
+        if path is None:
+            return "None|-1|-1"
+        text = str(path)
+        rel = text[len(root):] if text.startswith(root) else relative_to_root(text, root.rstrip(os.sep))
+        try:
+            st = os.stat(text)
+        except OSError:  # missing or a dangling link: listed (and rejected at probing), not fatal
+            return f"{rel}|-1|-1"
+        return f"{rel}|{st.st_size}|{st.st_mtime_ns}"
+
     for spec in sources:
         h.update(f"{spec.name}|{spec.adapter}|{spec.rain_type}".encode())
+        root = str(spec.path).rstrip(os.sep) + os.sep
         for item in listings[spec.name]:
-            for p in (item.rainy_path, item.clean_path):
-                st = os.stat(p) if p is not None and p.exists() else None
-                rel = relative_to_root(p, spec.path) if p is not None else None
-                h.update(f"{rel}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}|{item.rain_type}".encode())
-    for name, (root, paths) in sorted(gallery.items()):
+            h.update(f"{entry(item.rainy_path, root)}|{entry(item.clean_path, root)}|{item.rain_type}".encode())
+    for name, (folder, paths) in sorted(gallery.items()):
         h.update(f"gallery|{name}".encode())
+        root = str(folder).rstrip(os.sep) + os.sep
         for p in paths:
-            st = os.stat(p) if p.exists() else None  # a dangling link is listed (and rejected), not fatal
-            h.update(f"{relative_to_root(p, root)}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}".encode())
+            h.update(entry(p, root).encode())
     return h.hexdigest()
 
 

@@ -378,6 +378,18 @@ def run_stage(stage: Stage, run: RunLayout, submit: Callable = serial_submit,
     return report
 
 
+def is_current(stage: Stage, run: RunLayout) -> bool:
+    """Nothing to redo: every shard carries the current fingerprint (a footer read per file). The
+    parent flow checks this first and starts no sub-flow for a finished stage."""
+    try:
+        fingerprint = digest(stage.fingerprint_payload(upstream_generations(run, stage)))
+    except RunError:
+        return False  # an upstream not finished: the stage's own run says so
+    if any(p.redo for p in plan_shards(run, stage, fingerprint)):
+        return False
+    return stage.sharded or not stage.outputs_redo_reason(run)
+
+
 def _run_shards(stage: Stage, run: RunLayout, shards: list[int], fingerprint: str, submit: Callable,
                 on_progress) -> dict[str, Any]:
     items = split_shards(stage.items(run), stage.key, stage.num_shards)

@@ -201,7 +201,7 @@ def test_config_paths_are_read_from_the_config_folder(tmp_path, monkeypatch, cap
     (conf / "models" / "clip").mkdir(parents=True)
     (conf / "model.yaml").write_text("type: unirain\n")
     (conf / "data").mkdir()
-    text = ("sources: [unirain=data]\ngallery: [data]\n"
+    text = ("gallery: [data]\n"
             "models:\n  captioner: {backend: blip, name: ./models/blip}\n"
             "  embedder: {backend: open_clip, name: 'local-dir:models/clip'}\n"
             "  judges: [{backend: transformers, name: llava-hf/llava-1.5-7b-hf}]\n"
@@ -209,7 +209,7 @@ def test_config_paths_are_read_from_the_config_folder(tmp_path, monkeypatch, cap
     (conf / "c.yaml").write_text(text)
     monkeypatch.chdir(tmp_path)  # a working directory that is not the config's folder
     cfg = load_run_config(conf / "c.yaml")
-    assert cfg.sources == [f"unirain={conf / 'data'}"] and cfg.gallery == [str(conf / "data")]
+    assert cfg.gallery == [str(conf / "data")]
     assert cfg.models.embedder.name == f"local-dir:{conf / 'models' / 'clip'}"
     assert cfg.models.judges[0].name == "llava-hf/llava-1.5-7b-hf"  # a hub id, kept
     assert cfg.train.model == str(conf / "model.yaml")

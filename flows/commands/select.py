@@ -12,7 +12,7 @@ def register(sub) -> None:
     p.add_argument("--run", required=True, help="run folder (voted)")
     p.add_argument("--config", help="run config YAML (its vote.threshold and select: apply)")
     p.add_argument("--threshold", type=float, metavar="X",
-                   help="vote = p_real >= X (default: the config's vote.threshold)")
+                   help="vote = p_real >= X (default: the config's vote.threshold, else the vote stage's)")
     p.set_defaults(func=run)
 
 
@@ -36,8 +36,14 @@ def run(args) -> int:
         raise UserError(str(exc)) from None
     from ..stage import run_stage_flow
 
+    threshold = args.threshold
+    if threshold is None and not args.config:  # the threshold the vote stage ran with
+        from tasks.stage import read_state
+
+        threshold = ((read_state(RunLayout.at(args.run), "vote") or {}).get("payload", {})
+                     .get("config", {}).get("vote.threshold"))
     try:
-        counts = run_stage_flow("select", args.run, cfg, threshold=args.threshold)
+        counts = run_stage_flow("select", args.run, cfg, threshold=threshold)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     layout = RunLayout.at(args.run)
