@@ -60,6 +60,18 @@ def stage_seconds(run: Path) -> dict[str, float]:
     return {name: json.loads((run / "state" / f"{name}.json").read_text())["last"]["seconds"] for name in STAGE_ORDER}
 
 
+def line_seconds(stdout: str) -> dict[str, float]:
+    """Per stage, the seconds its report line gives (for a finished stage: the whole check in the flow)."""
+    import re
+
+    out = {}
+    for line in stdout.splitlines():
+        m = re.match(r"(\w+): skipped .*?\(?([0-9.]+) s\)?$", line.strip())
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
 def pure_checks(config: Path, run: Path) -> dict[str, tuple[float, int]]:
     """Each stage's check through the runner in this process, without Prefect: (seconds, shards redone)."""
     from data_manifests import RunLayout
@@ -99,7 +111,7 @@ def main() -> None:
     first, _ = distill(config, run)
     first_stages = stage_seconds(run)
     again, stdout = distill(config, run)
-    again_stages = stage_seconds(run)
+    again_stages = line_seconds(stdout)
     pure = pure_checks(config, run)
     print(f"\n{args.pairs} pairs, {args.gallery} gallery images, {args.size}, {args.shards} shards, load {os.getloadavg()}")
     print("\n| stage | first run s | rerun s (in the flow) | check (no Prefect) s | shards redone on rerun |")

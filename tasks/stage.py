@@ -456,3 +456,23 @@ def preflight(cfg, num_shards: int, stages) -> None:
     computed (a missing local model, an unknown backend or a panel that is not three judges fails here)."""
     for name in stages:
         make_stage(name, cfg, num_shards).model_id()
+
+
+def check_finished(cfg, run_dir, stages) -> list[StageReport] | None:
+    """The reports of `stages` when every one of them is finished and current (nothing to redo), else
+    None. The CLI asks this before starting Prefect: a rerun of a finished run then costs only the
+    fingerprint checks, no flow run."""
+    run = RunLayout.at(run_dir)
+    if not run.is_run():
+        return None
+    num_shards = run.num_shards
+    reports = []
+    for name in stages:
+        started = time.monotonic()
+        stage = make_stage(name, cfg, num_shards)
+        if not is_current(stage, run):
+            return None
+        report = run_stage(stage, run)
+        report.seconds = time.monotonic() - started
+        reports.append(report)
+    return reports

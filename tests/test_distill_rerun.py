@@ -66,6 +66,17 @@ def test_first_run_does_everything_and_an_unchanged_rerun_nothing(distilled, tin
     assert stamps == {p: p.stat().st_mtime_ns for p in run.glob("manifests/*/*.parquet")}
 
 
+def test_the_cli_rerun_of_a_finished_run_only_checks(distilled, capsys):
+    from flows.cli import main
+
+    root, run, _, _ = distilled
+    states_before = len(list((run / "state").glob("*.json")))
+    assert main(["distill", "--config", str(root / "base.yaml"), "--run", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines() if "up to date" in line] == list(STAGE_ORDER)
+    assert "redid" not in out and len(list((run / "state").glob("*.json"))) == states_before
+
+
 @pytest.mark.parametrize("change, first_redone", [
     ({"caption__max_new_tokens": 6}, "caption"),
     ({"retrieval__k_visual": 2}, "retrieve"),

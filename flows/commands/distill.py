@@ -23,7 +23,7 @@ def run(args) -> int:
     from tasks.model_ids import ModelLoadError
     from tasks.pipeline import stages_until
     from tasks.sources import parse_gallery, parse_sources
-    from tasks.stage import check_run, preflight
+    from tasks.stage import check_finished, check_run, preflight
 
     from ..cli import UserError
 
@@ -38,12 +38,18 @@ def run(args) -> int:
     from data_manifests import RunLayout
     from tasks.funnel import format_table, funnel_table
 
-    from ..distill import distill_flow
+    stages = [s for s in stages_until(args.until) if s != "ingest" or cfg.sources or cfg.gallery]
+    finished = check_finished(cfg, args.run, stages)
+    if finished is not None:  # nothing to redo: no Prefect flow run, only the checks
+        lines = [report.line() for report in finished]
+    else:
+        from ..distill import distill_flow
 
-    results = distill_flow(run=args.run, config=args.config, until=args.until)
+        results = distill_flow(run=args.run, config=args.config, until=args.until)
+        lines = [report["line"] for report in results.values()]
     layout = RunLayout.at(args.run)
-    for report in results.values():  # one line per stage: skipped, redone and why
-        print(report["line"])
+    for line in lines:  # one line per stage: skipped, redone and why
+        print(line)
     print(f"run {layout.root} (through {args.until})\n" + format_table(funnel_table(layout)))
     print(f"manifests: {layout.root / 'manifests'}   reports: {layout.reports}")
     return 0
