@@ -33,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -127,6 +128,11 @@ def run_job(job: dict) -> dict:
         result = json.loads(done.read_text())
         if result.get("job") == job["key"]:
             return result
+    marker = folder / "job.json"
+    if folder.exists() and (not marker.is_file() or marker.read_text() != job["key"]):
+        shutil.rmtree(folder)  # another recipe's or model's run (this benchmark's own folder): start afresh
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(job["key"])
     import warnings
 
     import pandas as pd
@@ -327,9 +333,12 @@ def main(argv=None) -> dict:
             train_overrides = {"iters": args.iters, "eval_every": eval_every, "seed": seed, "device": "cpu",
                                "num_workers": 0, "log_every": max(1, eval_every // 4), "ckpt_every": args.iters,
                                "keep_checkpoints": 1, **overrides, "reweighting": {**rw, **overrides.get("reweighting", {})}}
-            key = json.dumps([config, kind, seed, train_overrides, args.recipe, args.per_type, args.size], sort_keys=True)
+            model_path = ROOT / "configs" / "model" / f"{config}.yaml"
+            # what decides a run: a changed recipe or model config reruns it instead of reading it back
+            key = json.dumps([config, model_path.read_text(), kind, seed, train_overrides, recipe, args.per_type,
+                              args.size], sort_keys=True)
             jobs.append({"row": label, "seed": seed, "key": key, "threads": args.threads, "recipe": args.recipe,
-                         "model_path": str(ROOT / "configs" / "model" / f"{config}.yaml"), "train_overrides": train_overrides,
+                         "model_path": str(model_path), "train_overrides": train_overrides,
                          "folder": str(out / "runs" / label.replace(" ", "_") / f"seed{seed}"),
                          "train_data": str(train_data), "test_data": str(test_data)})
     print(f"{len(jobs)} runs ({len(rows)} rows × {len(seeds)} seeds), {args.iters} iterations each, "

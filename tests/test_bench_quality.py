@@ -66,3 +66,12 @@ def test_smoke_run(tmp_path):
     assert (tmp_path / "quality.md").read_text().count("| unirain-s |") == 1
     again = bq.main(["--small", "--out", str(tmp_path), "--rows", "unirain-s"])  # resumes: nothing retrained
     assert again["runs"][0]["scores"] == report["runs"][0]["scores"]
+
+
+def test_a_changed_recipe_retrains_instead_of_reading_back(tmp_path):
+    first = bq.main(["--small", "--out", str(tmp_path), "--rows", "unirain-s"])
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"train": {**yaml.safe_load((bq.ROOT / "configs/demo.yaml").read_text())["train"],
+                                                "lr": 0.01}}))
+    second = bq.main(["--small", "--out", str(tmp_path), "--rows", "unirain-s", "--recipe", str(recipe)])
+    assert second["runs"][0]["scores"] != first["runs"][0]["scores"]
