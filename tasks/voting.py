@@ -388,10 +388,12 @@ class VoteStage(Stage):
 
     def check(self, run: RunLayout) -> None:
         """Every judge loads and answers before anything is touched; an unreachable one is named."""
+        import copy
+
         from tasks.judges import JudgeUnavailable
         from tasks.stage import ready
 
-        loaded = ready(self)
+        loaded = ready(copy.copy(self))  # a copy: this object goes to the shard tasks (Dask pickles it) model-free
         for i, judge in enumerate(loaded.panel, 1):
             try:
                 judge.check()
