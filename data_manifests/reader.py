@@ -32,9 +32,12 @@ def check_file_schema(path: Path, schema: ManifestSchema) -> None:
     if name != schema.name:
         raise ManifestError(f"{path}: holds manifest {name or '(none)'!r}, expected {schema.name!r}")
     if version != str(schema.version):
+        older = version.isdigit() and int(version) < schema.version
+        fix = ("written by an older UniRain: start a new run folder (or delete this manifest and rerun its stage)"
+               if older else "re-run the stage or upgrade UniRain")
         raise ManifestError(
             f"{path}: written with {schema.name} schema version {version or '(none)'}, "
-            f"this UniRain reads version {schema.version}; re-run the stage or upgrade UniRain"
+            f"this UniRain reads version {schema.version}; {fix}"
         )
 
 

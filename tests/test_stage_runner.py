@@ -220,3 +220,17 @@ def test_config_paths_are_read_from_the_config_folder(tmp_path, monkeypatch, cap
     assert main(["distill", "--config", str(conf / "c.yaml"), "--run", str(tmp_path / "run"), "--until", "caption"]) == 2
     assert f"models.captioner.name: local model not found: {conf / 'models' / 'blip'}" in capsys.readouterr().err
     assert not (tmp_path / "run" / "run.json").exists()  # (the CLI made only RUN/.prefect)
+
+
+def test_a_manifest_of_an_older_schema_is_refused_with_what_to_do(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from data_manifests import ManifestError
+
+    schema = get_schema("candidates")
+    table = pa.table({c: pa.array([], schema.schema.field(c).type) for c in schema.columns})
+    pq.write_table(table.replace_schema_metadata({b"unirain.manifest": b"candidates", b"unirain.schema_version": b"1"}),
+                   tmp_path / "part-00000.parquet")
+    with pytest.raises(ManifestError, match="version 1, this UniRain reads version 2; written by an older UniRain"):
+        read_manifest(tmp_path, "candidates")
