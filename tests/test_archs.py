@@ -46,6 +46,7 @@ def test_reflect_pad_bottom_right_then_crop():
     import torch.nn.functional as F
 
     model = tiny().eval()
+    torch.nn.init.normal_(model.output.weight, std=0.05)  # a trained-like output, not the identity
     assert model.stride == 4
     x = torch.rand(1, 3, 30, 45)
     with torch.no_grad():
@@ -289,3 +290,18 @@ def test_ffn_kinds_are_one_registry_and_layers_report_their_active_experts():
     # complexity reads the layer's own answer: a hard layer with top_k=1 runs one expert
     rows = experts_per_layer(tiny(encoder_ffn="hard", top_k=1))
     assert {r["active_per_token"] for r in rows} == {1}
+
+
+def test_starts_as_the_identity_and_learns_from_there():
+    """The output projection starts at zero: out = x exactly; the inner layers learn from step 2."""
+    model = tiny().train()
+    x, y = torch.rand(2, 3, 24, 24), torch.rand(2, 3, 24, 24)
+    torch.testing.assert_close(model(x), x, rtol=0, atol=0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    inner = model.embed.weight
+    for step in range(2):
+        opt.zero_grad()
+        (model(x) - y).abs().mean().backward()
+        assert (inner.grad.abs().sum() > 0) == (step == 1)  # zero while the output is zero
+        opt.step()
+    assert not torch.allclose(model(x), x)
