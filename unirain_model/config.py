@@ -49,6 +49,8 @@ class TrainConfig(_Section):
     warmup_iters: int = Field(3000, ge=0, description="linear warm-up; clipped to iters")
     min_lr: float = Field(0.0, ge=0, description="cosine floor")
     aux_weight: float = Field(0.01, ge=0, description="weight of the Hard-MoE load-balancing loss")
+    l2_iters: int = Field(0, ge=0, description="first iterations trained with mean squared error instead of "
+                          "L1: a fast start for short runs (docs/training.md, 'Why it did not learn'); 0 = L1 throughout")
     grad_clip: float | None = Field(None, gt=0)
     eval_every: int = Field(1000, ge=1, description="iterations between per-type validations")
     val_fraction: float = Field(0.05, gt=0, lt=1)

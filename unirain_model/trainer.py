@@ -324,7 +324,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
             with autocast():
                 pred = net(x)
                 aux = model.aux_loss()
-            per_sample = (pred.float() - y).abs().flatten(1).mean(1)
+            err = pred.float() - y
+            per_sample = (err.square() if it < cfg.l2_iters else err.abs()).flatten(1).mean(1)
             loss = weighted_type_loss(per_sample, type_idx, weights) + cfg.aux_weight * aux.float()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
