@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data_manifests.paths import confined_join
 from data_manifests import RAIN_TYPES
 from unirain_model.config import REPO_ROOT, ConfigError, TrainConfig
 
@@ -164,7 +165,7 @@ def run_ablation(cfg: TrainConfig, run_dir: str | Path, data: str | Path, varian
         raise ConfigError(f"variants: a name appears twice in {variants}")
     scores = {INPUT_ROW: input_scores(pairs, protocol)}
     for name, path in paths.items():
-        folder = run_dir / "ablation" / name
+        folder = confined_join(run_dir / "ablation", name, what="variant folder")  # a name may hold / or ..
         log(f"ablate: {name} ({path}) in {folder}")
         result = train_variant(cfg, path, folder, data, progress=progress_for(name) if progress_for else None)
         if result.checkpoint is None:

@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from data_manifests import RAIN_TYPES
+from data_manifests.paths import confined_join, safe_component
 from unirain_model.data import BadImage, load_pair, read_pairs
 from unirain_model.inference import derain_array, to_uint8
 from unirain_model.metrics import PROTOCOL_NOTES, check_protocol, prepare_pair, score
@@ -118,7 +119,9 @@ def evaluate_pairs(model: torch.nn.Module, pairs: pd.DataFrame, crop_border: int
             row.update(score(out, clean, protocol, crop_border), **scores_in)
             out8 = to_uint8(out)
             if save_dir is not None:
-                dst = Path(save_dir) / str(r.test_set) / r.rain_type / f"{Path(r.rainy_path).stem}.png"
+                # every part comes from the manifest: confined to save_dir (a bad one skips this pair)
+                dst = confined_join(save_dir, r.test_set, r.rain_type,
+                                    f"{safe_component(Path(r.rainy_path).stem)}.png", what="derained image")
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(out8).save(dst)
             if previews is not None:

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from data_manifests.paths import confined_join, safe_component
+
 COLUMNS = ("input", "output", "target")
 _BG = (32, 32, 32)
 _FG = (235, 235, 235)
@@ -96,15 +98,12 @@ class PreviewCollector:
         """FOLDER/<test set>/<rain type>.png, one per key."""
         paths = []
         for (test_set, rain_type), grid in self.grids(title).items():
-            path = Path(folder) / _safe(test_set) / f"{_safe(rain_type)}.png"
+            # test set and rain type come from manifests: one sanitised component each, kept inside
+            path = confined_join(folder, test_set, f"{safe_component(rain_type)}.png", what="grid image")
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(grid).save(path, optimize=True)
             paths.append(path)
         return paths
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)) or "_"
 
 
 class TrainingPreviews:
