@@ -166,8 +166,10 @@ def test_ingest_then_distill_with_another_shard_count_is_refused(tmp_path, tiny_
     plain = yaml.safe_load(config.read_text())
     del plain["ingest"]["num_shards"]
     (tmp_path / "plain.yaml").write_text(yaml.safe_dump(plain))
-    results = distill(run, tmp_path / "plain.yaml")
-    assert results["ingest"]["shards"] == results["caption"]["shards"] == results["select"]["shards"] == 16
+    from flows.distill import distill_flow
+
+    results = distill_flow(run=str(run), config=str(tmp_path / "plain.yaml"), until="ingest")
+    assert results["ingest"]["shards"] == 16 and len(shard_files(run / "manifests" / "candidates")) == 16
     assert "ingest.min_side 64 -> 32" in results["ingest"]["why"]  # the CLI ingested with the default min_side
 
 
