@@ -59,6 +59,7 @@ def test_reflect_pad_bottom_right_then_crop():
 @pytest.mark.parametrize("enc,dec", VARIANTS)
 def test_variants_forward_backward(enc, dec):
     model = tiny(encoder_ffn=enc, decoder_ffn=dec).train()
+    torch.nn.init.normal_(model.output.weight, std=0.05)  # past the first step (it starts at zero)
     x = torch.rand(2, 3, 24, 40, requires_grad=True)
     y = model(x)
     loss = y.abs().mean() + 0.01 * model.aux_loss()
@@ -66,6 +67,8 @@ def test_variants_forward_backward(enc, dec):
     assert x.grad is not None and torch.isfinite(x.grad).all()
     for name, p in model.named_parameters():
         assert p.grad is not None, f"{name} got no gradient"
+        if "router" in name or "experts.w_" in name:  # routed experts and routers really learn
+            assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
     kinds = {row["kind"] for row in experts_per_layer(model)}
     assert kinds == {enc, dec}
     # encoder blocks use encoder_ffn, decoder/refinement blocks decoder_ffn
