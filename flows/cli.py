@@ -41,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     configure_offline(getattr(args, "run", None))
+    from flows.run_guard import command_lock
+
     try:
-        return int(args.func(args) or 0)
+        with command_lock(args):  # one writer per run folder
+            return int(args.func(args) or 0)
     except UserError as exc:  # a clear message, no traceback
         print(f"unirain {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -53,4 +56,7 @@ class UserError(Exception):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m flows.cli`: run the imported module's main, whose UserError is the one commands raise
+    from flows.cli import main as _main
+
+    sys.exit(_main())

@@ -18,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data", action="append", default=[], metavar="DIR", help="test folder (paper layout); repeatable")
     p.add_argument("--test-manifest", action="append", default=[], metavar="M", help="test manifest; repeatable")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, writes_run=True)
 
 
 def run(args) -> int:

@@ -13,7 +13,7 @@ def register(sub) -> None:
     p.add_argument("--run", required=True, help="run folder (created if missing)")
     p.add_argument("--until", choices=STAGE_ORDER, default=STAGE_ORDER[-1],
                    help=f"last stage to run (default: {STAGE_ORDER[-1]})")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, writes_run=True)
 
 
 def run(args) -> int:

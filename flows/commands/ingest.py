@@ -13,7 +13,7 @@ def register(sub) -> None:
     p.add_argument("--gallery", action="append", default=[], metavar="PATH", help="a folder of real rainy photos (recursive); repeatable")
     p.add_argument("--config", help="run config YAML (its ingest: and task_runner: sections apply)")
     p.add_argument("--list-adapters", action="store_true", help="print the dataset adapters and exit")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, writes_run=True)
 
 
 def run(args) -> int:

@@ -9,7 +9,7 @@ def register(sub) -> None:
                                    "give each moved source its new root. Without --root: list the roots.")
     p.add_argument("run", help="run folder")
     p.add_argument("--root", action="append", default=[], metavar="NAME=PATH", help="a source's new root; repeatable")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, writes_run=True)
 
 
 def run(args) -> int:

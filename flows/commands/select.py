@@ -13,7 +13,7 @@ def register(sub) -> None:
     p.add_argument("--config", help="run config YAML (its vote.threshold and select: apply)")
     p.add_argument("--threshold", type=float, metavar="X",
                    help="vote = p_real >= X (default: the config's vote.threshold, else the vote stage's)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, writes_run=True)
 
 
 def run(args) -> int:

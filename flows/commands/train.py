@@ -19,7 +19,7 @@ def register(sub) -> None:
                                       "(default: RUN/manifests/distilled, else RUN/manifests/candidates)")
     p.add_argument("--iters", type=int, help="total iterations (overrides train.iters)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides train.device)")
-    p.set_defaults(func=run_train)
+    p.set_defaults(func=run_train, writes_run=True)
 
     e = sub.add_parser(
         "evaluate", help="PSNR/SSIM of a checkpoint per test set and rain type, beside the rainy input's own",
@@ -43,7 +43,9 @@ def register(sub) -> None:
                         "(centre crop to a multiple of 16, scikit-image SSIM 7x7 uniform on RGB). Default basicsr")
     e.add_argument("--grid-images", type=int, default=3, metavar="N",
                    help="images per rain type in the before/after grids (input | output | target); 0 = none")
-    e.set_defaults(func=run_evaluate)
+    from ..run_guard import run_of_report
+
+    e.set_defaults(func=run_evaluate, writes_run=run_of_report)
 
     d = sub.add_parser(
         "derain", help="derain an image or a folder of images with a checkpoint",
