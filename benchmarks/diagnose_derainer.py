@@ -19,9 +19,13 @@ prints one markdown row:
 - gain: PSNR(output, target) − PSNR(input, target) on the whole 256² test images, per rain type.
 
 Ablations are one change at a time: `--set key=value` overrides a model-config key (e.g.
-`--set decoder_ffn=dense`), `--lr/--warmup/--crop/--batch/--wd/--aux` the training settings. `--json`
-appends the result to a file so a table can be rebuilt. `cnn` is the plain residual CNN of issue 11
-(8 convs, 48 channels, LeakyReLU), the peer the derainer must at least match.
+`--set decoder_ffn=dense`), `--lr/--warmup/--crop/--batch/--wd/--aux` the training settings,
+`--loss l1|l2|berhu` the reconstruction loss and `--switch-at N --switch-to l1` a second loss after
+iteration N (the trainer's `l2_iters: N` is `--loss l2 --switch-at N`), `--patch NAME` a change after
+building (`default_output`: the output projection's init before the fix; `small_output`, `zero_routers`).
+`--json` appends the result to a file so a table can be rebuilt. `cnn` is the plain residual CNN of
+issue 11 (8 convs, 48 channels, LeakyReLU), the peer the derainer must at least match. The runs and
+what they showed: docs/training.md, "Why it did not learn, and the fix".
 """
 from __future__ import annotations
 
