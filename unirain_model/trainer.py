@@ -244,19 +244,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
     # ---- resume
     start = 0
     history: list[dict[str, Any]] = []
-    latest = ckpt.read_latest(ckpt_dir)
+    latest = ckpt.load_resume(ckpt_dir)  # the newest intact checkpoint (a damaged one: warned about, skipped)
     if latest:
-        state = ckpt.load_state(ckpt_dir / latest["state"])
-        meta = ckpt.read_metadata(ckpt_dir / latest["checkpoint"])
+        state, meta = latest.state, latest.meta
         if list(state["types"]) != types:
             raise DataError(f"{ckpt_dir}: checkpoint was trained on types {state['types']}, the data now has {types}; "
                             "use a new run folder")
         if meta["model_config"] != json.loads(json.dumps(mcfg)):
             raise ckpt.CheckpointError(f"{ckpt_dir}: checkpoint model config differs from train.model; "
                                        "use a new run folder")
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(str(ckpt_dir / latest["checkpoint"]), device="cpu"))
+        model.load_state_dict(latest.weights)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -279,7 +276,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    result = TrainResult(run_dir, ckpt.resolve_weights(ckpt_dir) if latest else None, start, types, history, start)
+    result = TrainResult(run_dir, latest.weights_path if latest else None, start, types, history, start)
     if start >= cfg.iters:
         return result
 

@@ -86,6 +86,7 @@ def run_train(args) -> int:
             if int(os.environ.get("RANK", "0")) == 0:
                 print(f"train: iteration {result.iteration}/{cfg.iters}, checkpoint {result.checkpoint}")
             return 0
+        from unirain_model.checkpoint import check_resumable
         from unirain_model.config import load_train_config, model_config
         from unirain_model.data import check_source
 
@@ -94,6 +95,7 @@ def run_train(args) -> int:
         # Refuse bad input here, before a flow run starts (and logs a traceback for it).
         model_config(load_train_config(args.config, iters=args.iters, device=args.device))
         check_source(training_data(args.run, args.manifest))
+        check_resumable(os.path.join(args.run, "checkpoints"))  # all checkpoints damaged: refused here
         train_flow(run=args.run, config=args.config, manifest=args.manifest, iters=args.iters, device=args.device)
     except errors as exc:
         raise UserError(str(exc)) from None
