@@ -47,6 +47,9 @@ def run(args) -> int:
     print(f"model:  {args.config} (type {info['type']})")
     print(f"params: {info['params']:,} ({info['params'] / 1e6:.2f} M)")
     print(f"MACs at {args.size}x{args.size}: {info[macs_key]:,} ({info[macs_key] / 1e9:.2f} G)")
+    if not info["experts_per_layer"]:
+        print("\nno mixture-of-experts layers")
+        return 0
     print("\nFFN layers (experts held / experts run per pixel):")
     print(f"  {'stage':<14}{'kind':<7}{'experts':>8}{'active':>8}{'layers':>8}")
     stages: dict[tuple, int] = {}
