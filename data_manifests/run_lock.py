@@ -25,7 +25,11 @@ from .errors import ManifestError
 LOCK_NAME = ".lock"
 
 
-class RunBusy(ManifestError):
+class RunLockError(ManifestError):
+    """The run folder cannot be locked (not a folder, not writable)."""
+
+
+class RunBusy(RunLockError):
     """Another live process holds the run's lock."""
 
 
@@ -57,11 +61,15 @@ def run_lock(run: str | os.PathLike, command: str | None = None) -> Iterator[Pat
         return
     root = Path(run).resolve()
     created = _missing_parents(root)
-    root.mkdir(parents=True, exist_ok=True)
     path = root / LOCK_NAME
     command = command or " ".join(["unirain", *sys.argv[1:]])[:300]
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            _remove_empty(created)
+            raise RunLockError(f"cannot use {root} as a run folder: {exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -35,14 +35,14 @@ def command_lock(args) -> Iterator[None]:
     if not run:
         yield
         return
-    from data_manifests.run_lock import RunBusy, run_lock
+    from data_manifests.run_lock import RunLockError, run_lock
 
     from .cli import UserError
 
     try:
         lock = run_lock(run, f"unirain {args.command}")
         lock.__enter__()
-    except RunBusy as exc:
+    except RunLockError as exc:  # busy, or not a usable folder
         raise UserError(str(exc)) from None
     with contextlib.ExitStack() as stack:
         stack.push(lock)

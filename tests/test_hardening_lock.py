@@ -114,3 +114,12 @@ def test_torchrun_ranks_share_rank_0s_lock(tmp_path, monkeypatch):
         monkeypatch.setenv("RANK", "1")
         with run_lock(run):  # another rank of the same training: not refused, takes nothing
             pass
+
+
+def test_a_run_path_that_is_a_file_is_a_clear_error(tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("x")
+    res = _cli("relocate", afile)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"cannot use {afile}" in res.stderr
+    assert afile.read_text() == "x"
