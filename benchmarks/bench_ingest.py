@@ -34,7 +34,7 @@ def make_pairs(root: Path, n: int) -> Path:
     import numpy as np
     from PIL import Image
 
-    from tasks.synth import synthesize_paired
+    from tasks.offline.synth import synthesize_paired
 
     out = root / f"pairs_{n}"
     marker = out / ".complete"
@@ -67,9 +67,9 @@ def bare_read_hash(folder: Path) -> int:
 def pipeline(folder: Path, run: Path) -> int:
     """What the ingest flow does, without Prefect: list, probe in chunks, dedupe, publish shards."""
     from data_manifests import RunLayout
-    from tasks import ingest as ing
+    from tasks.ingest import stage as ing
     from tasks.config import IngestConfig
-    from tasks.sources import parse_source
+    from tasks.ingest.sources import parse_source
 
     cfg = IngestConfig()
     layout = RunLayout.at(run).create()

@@ -61,7 +61,7 @@ COBA_ROW, UNIFORM_ROW = "unirain-s", "unirain-s uniform"
 # ----------------------------------------------------------------------------- data
 def export_photos(out: Path) -> tuple[Path, Path]:
     """The built-in clean photos as PNG files in `train/` and `test/` (split by `TEST_PHOTOS`)."""
-    from tasks.synth.clean_photos import BUILTIN_PHOTOS, builtin_photo
+    from tasks.offline.synth.clean_photos import BUILTIN_PHOTOS, builtin_photo
 
     train, test = out / "train", out / "test"
     for name in BUILTIN_PHOTOS:

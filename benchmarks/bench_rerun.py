@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 def prepare(work: Path, pairs: int, gallery: int, size: tuple[int, int], shards: int) -> Path:
     import yaml
 
-    from tasks.synth import synthesize_gallery, synthesize_paired
-    from tasks.tiny_models import make_tiny_models
+    from tasks.offline.synth import synthesize_gallery, synthesize_paired
+    from tasks.offline.tiny_models import make_tiny_models
 
     if not (work / "data" / "paired").exists():
         synthesize_paired(work / "data" / "paired", per_type=pairs // 4, seed=0, size=size)
@@ -97,7 +97,7 @@ def pure_checks(config: Path, run: Path) -> dict[str, tuple[float, int]]:
 
 
 def main() -> None:
-    from tasks.synth import parse_size
+    from tasks.offline.synth import parse_size
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=2000)

@@ -7,7 +7,7 @@ DataLoader workers decoding and preprocessing -> `Embedder.encode_images`) again
 ratio (stage throughput / bare throughput) shows how much of decoding and IO is hidden behind the
 model; target >= 0.85.
 
-Part 2, the retrieve stage's pure logic (`tasks.ssim`, `tasks.retrieval`):
+Part 2, the retrieve stage's pure logic (`tasks.retrieve.ssim`, `tasks.retrieve.retrieval`):
 - `ssim`: the SSIM level (cached gallery statistics, one candidate vs its k references) against a
   per-pair `skimage.metrics.structural_similarity` loop on the same pairs; target >= 5x, same numbers
   to 1e-4;
@@ -60,7 +60,7 @@ def bench_image_embedding(n_images: int, batch_size: int, workers: list[int], re
     import torch
 
     from tasks.config import ModelRef
-    from tasks.embedders import build_embedder
+    from tasks.embed.backends import build_embedder
     from tasks.image_batches import iter_batches
     from tasks.imageio import load_rgb
 
@@ -117,7 +117,7 @@ def bench_image_embedding(n_images: int, batch_size: int, workers: list[int], re
     return out
 
 
-# ---- Part 2: the retrieve stage's pure logic (tasks.ssim, tasks.retrieval) ----
+# ---- Part 2: the retrieve stage's pure logic (tasks.retrieve.ssim, tasks.retrieve.retrieval) ----
 
 def bench_ssim_level(n_candidates: int, n_gallery: int, k: int, size: int, reps: int, seed: int = 0) -> list[dict]:
     """The SSIM level as `retrieve_batch` runs it (gallery stats prepared once per reference and
@@ -127,9 +127,9 @@ def bench_ssim_level(n_candidates: int, n_gallery: int, k: int, size: int, reps:
     from PIL import Image
     from skimage.metrics import structural_similarity
 
-    from tasks.retrieval import ssim_level
-    from tasks.ssim import gray_for_ssim, prepare_ssim_stats
-    from tasks.synth import CleanSource, get_generator
+    from tasks.retrieve.retrieval import ssim_level
+    from tasks.retrieve.ssim import gray_for_ssim, prepare_ssim_stats
+    from tasks.offline.synth import CleanSource, get_generator
 
     rng = np.random.default_rng(seed)
     src = CleanSource()
@@ -172,7 +172,7 @@ def bench_ssim_level(n_candidates: int, n_gallery: int, k: int, size: int, reps:
     got_score = np.array([s for s, _ in best])
     same_pick = float(np.mean(np.array([c for _, c in best]) == want_col))
     max_diff = float(np.abs(got_score - want_score).max())
-    from tasks.ssim import ssim_one_to_many
+    from tasks.retrieve.ssim import ssim_one_to_many
     all_diff = max(float(np.abs(ssim_one_to_many(prepare_ssim_stats(c), prepare_ssim_stats(np.stack([gallery[r] for r in rr])))
                                 - s).max()) for c, rr, s in zip(cands, refs, sk))
     base = statistics.median(times["skimage per-pair loop"])
@@ -195,7 +195,7 @@ def _memory_child(n_candidates: int, folder: str, n_gallery: int, dim: int, size
 
     from data_manifests import get_schema, write_shard
     from tasks.config import RetrievalConfig
-    from tasks.retrieval import CandidateBatch, make_gallery, retrieve_stream
+    from tasks.retrieve.retrieval import CandidateBatch, make_gallery, retrieve_stream
 
     def unit(rng, n):
         v = rng.standard_normal((n, dim)).astype(np.float32)
@@ -244,7 +244,7 @@ def bench_retrieval_memory(sizes: list[int], n_gallery: int, dim: int, size: int
 
     from PIL import Image
 
-    from tasks.synth import CleanSource, get_generator
+    from tasks.offline.synth import CleanSource, get_generator
 
     with tempfile.TemporaryDirectory(prefix="bench_retrieval_mem_") as tmp:
         rng = np.random.default_rng(1)
@@ -278,7 +278,7 @@ def bench_levels_1_2(n_candidates: int, n_gallery: int, dim: int, k_semantic: in
     Random unit vectors (cost does not depend on the values)."""
     import faiss
 
-    from tasks.retrieval import faiss_search_fn, semantic_level, visual_level
+    from tasks.retrieve.retrieval import faiss_search_fn, semantic_level, visual_level
 
     rng = np.random.default_rng(seed)
 
@@ -353,7 +353,7 @@ def main(argv=None) -> int:
     p.add_argument("--k-semantic", type=int, default=50)
     p.add_argument("--k-visual", type=int, default=10)
     p.add_argument("--retrieval-batch", type=int, default=1024, help="retrieval.batch_size")
-    p.add_argument("--search-block", type=int, default=None, help="levels 1+2 block (default tasks.retrieval.SEARCH_BLOCK)")
+    p.add_argument("--search-block", type=int, default=None, help="levels 1+2 block (default tasks.retrieve.retrieval.SEARCH_BLOCK)")
     args = p.parse_args(argv)
     import torch
 
@@ -372,7 +372,7 @@ def main(argv=None) -> int:
         print_table(f"retrieval peak memory, subprocess per size, gallery {args.memory_gallery}, {args.dim}-d, "
                     f"k {args.k_semantic}/{args.k_visual}, ssim_size {args.memory_ssim_size}, batch {args.retrieval_batch}", rows)
     if "levels" in args.only:
-        from tasks.retrieval import SEARCH_BLOCK
+        from tasks.retrieve.retrieval import SEARCH_BLOCK
 
         rows = bench_levels_1_2(args.levels_candidates, args.levels_gallery, args.dim, args.k_semantic, args.k_visual,
                                 args.search_block or SEARCH_BLOCK, args.reps)

@@ -23,7 +23,7 @@ def timed(fn) -> tuple[float, float]:
 
 def main() -> None:
     from data_manifests.schemas import RAIN_TYPES
-    from tasks.synth import CleanSource, parse_size, render, synthesize_paired
+    from tasks.offline.synth import CleanSource, parse_size, render, synthesize_paired
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=30, help="images per rain type and profile")

@@ -36,7 +36,7 @@ def write_pairs(folder: Path, n_pairs: int, per_ref: int = 4, seed: int = 0):
     from skimage import data
     from sklearn.datasets import load_sample_images
 
-    from tasks.judges import JudgeRequest
+    from tasks.vote.judges import JudgeRequest
 
     sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), *load_sample_images().images]
     rng = np.random.default_rng(seed)
@@ -85,8 +85,8 @@ def bench_http(n_pairs: int, reps: int, concurrency: list[int], threads: int) ->
     import torch
 
     from tasks.config import ModelRef, VoteConfig
-    from tasks.judges import make_judge
-    from tasks.tiny_models.llava import make_judge_model
+    from tasks.vote.judges import make_judge
+    from tasks.offline.tiny_models.llava import make_judge_model
 
     torch.set_num_threads(threads)  # the server gets the same count through OMP_NUM_THREADS
     with tempfile.TemporaryDirectory() as tmp:

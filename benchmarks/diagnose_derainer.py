@@ -46,8 +46,8 @@ TEST_PHOTOS = ("flower", "grace_hopper", "motorcycle_left", "motorcycle_right") 
 
 def make_data(out: Path, per_type: int, test_per_type: int, seed: int) -> None:
     """Export the built-in photos into a train folder and a disjoint test folder, then synthesise."""
-    from tasks.synth import synthesize_paired
-    from tasks.synth.clean_photos import builtin_photo
+    from tasks.offline.synth import synthesize_paired
+    from tasks.offline.synth.clean_photos import builtin_photo
 
     for split, names in (("clean_train", TRAIN_PHOTOS), ("clean_test", TEST_PHOTOS)):
         (out / split).mkdir(parents=True, exist_ok=True)

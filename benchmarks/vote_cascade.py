@@ -68,8 +68,8 @@ def cut_of(run: Path) -> dict[str, str]:
 def bench_cascade(threshold: float | None = None) -> tuple[list[dict], dict]:
     from data_manifests import RunLayout
     from flows.stage import run_stage_flow
-    from tasks.selection import code_matrix, load_votes
-    from tasks.vote_reports import agreement
+    from tasks.select.stage import code_matrix, load_votes
+    from tasks.select.reports import agreement
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -2,9 +2,9 @@
 
 Each level of the semantic -> visual -> SSIM retrieval writes one score column to the `retrieval`
 manifest. The manifest schema, `select:`'s optional limits (`tasks.config.SelectConfig`), the cut
-(`tasks.selection`) and the report histograms (`tasks.vote_reports`) are all derived from this
+(`tasks.select.stage`) and the report histograms (`tasks.select.reports`) are all derived from this
 tuple, so a new level is one entry here plus the code that computes its score
-(`tasks.retrieval`).
+(`tasks.retrieve.retrieval`).
 """
 from __future__ import annotations
 

@@ -89,7 +89,7 @@ class Registry(Generic[T]):
 
 def package_modules(package: str, suffix: str = "") -> tuple[str, ...]:
     """The modules of `package` whose names end with `suffix`, found without importing them: a
-    registry's `lazy_modules`, so a new backend is one new file (`tasks/judges/NAME_backend.py`)."""
+    registry's `lazy_modules`, so a new backend is one new file (`tasks/vote/judges/NAME_backend.py`)."""
     import importlib.util
     import pkgutil
 

@@ -79,9 +79,9 @@ def _preview(run: RunLayout, output: str) -> None:
 
 
 def _votes(run: RunLayout, output: str) -> None:
-    from tasks.selection import load_votes
+    from tasks.select.stage import load_votes
     from tasks.stage import read_state
-    from tasks.vote_reports import vote_summary
+    from tasks.select.reports import vote_summary
 
     votes = load_votes(run)
     threshold = votes.thresholds[0] if len(votes.thresholds) == 1 else 0.5
@@ -94,7 +94,7 @@ def _votes(run: RunLayout, output: str) -> None:
 
 
 def _select(run: RunLayout, output: str) -> None:
-    from tasks.selection import REPORTS
+    from tasks.select.stage import REPORTS
 
     _preview(run, output)
     for name in REPORTS:

@@ -15,8 +15,8 @@ CONFIG = REPO / "configs" / "demo.yaml"
 
 
 def prepare(out: Path) -> None:
-    from tasks.synth import synthesize_gallery, synthesize_paired
-    from tasks.tiny_models import make_tiny_models
+    from tasks.offline.synth import synthesize_gallery, synthesize_paired
+    from tasks.offline.tiny_models import make_tiny_models
 
     data = out / "data"
     if not (data / "paired").exists():

@@ -19,15 +19,15 @@ ModelKind = Literal["captioner", "embedder", "judge"]
 def model_registry(kind: ModelKind) -> Registry:
     """The registry of one model kind (imported here, not at the top: the backends import this module)."""
     if kind == "captioner":
-        from tasks.captioners import CAPTIONERS
+        from tasks.caption.backends import CAPTIONERS
 
         return CAPTIONERS
     if kind == "embedder":
-        from tasks.embedders import EMBEDDERS
+        from tasks.embed.backends import EMBEDDERS
 
         return EMBEDDERS
     if kind == "judge":
-        from tasks.judges.base import JUDGES
+        from tasks.vote.judges.base import JUDGES
 
         return JUDGES
     raise ValueError(f"unknown model kind {kind!r}; expected captioner, embedder or judge")

@@ -22,17 +22,17 @@ class StageSpec:
 
 
 PIPELINE: tuple[StageSpec, ...] = (
-    StageSpec("ingest", "candidates", "pair_id", "tasks.ingest:IngestStage",
+    StageSpec("ingest", "candidates", "pair_id", "tasks.ingest.stage:IngestStage",
               "Ingest the config's sources and gallery into a run folder (list, hash, probe)."),
-    StageSpec("caption", "captions", "item_id", "tasks.captioning:CaptionStage",
+    StageSpec("caption", "captions", "item_id", "tasks.caption.stage:CaptionStage",
               "Caption gallery and candidate images (models.captioner).", ("kind", "candidate")),
-    StageSpec("embed", "embeddings", "item_id", "tasks.embedding:EmbedStage",
+    StageSpec("embed", "embeddings", "item_id", "tasks.embed.stage:EmbedStage",
               "Embed captions and images (models.embedder) and build the gallery indexes.", ("kind", "candidate")),
-    StageSpec("retrieve", "retrieval", "pair_id", "tasks.retrieval_stage:RetrieveStage",
+    StageSpec("retrieve", "retrieval", "pair_id", "tasks.retrieve.stage:RetrieveStage",
               "Semantic -> visual -> SSIM retrieval of each candidate's real-rain reference."),
-    StageSpec("vote", "votes", "pair_id", "tasks.voting:VoteStage",
+    StageSpec("vote", "votes", "pair_id", "tasks.vote.stage:VoteStage",
               "The three-judge panel votes on every retrieved pair (cached, resumable)."),
-    StageSpec("select", "distilled", "pair_id", "tasks.selection:SelectStage",
+    StageSpec("select", "distilled", "pair_id", "tasks.select.stage:SelectStage",
               "Cut the voted run into the distilled manifest (thresholds only, no model calls)."),
 )
 

@@ -46,13 +46,13 @@ def tiny_models(tmp_path_factory) -> TinyModels:
 
 @pytest.fixture(scope="session")
 def tiny_captioner(tiny_models):
-    from tasks.captioners import build_captioner
+    from tasks.caption.backends import build_captioner
 
     return build_captioner(tiny_models.captioner, tiny_models.config.caption)
 
 
 @pytest.fixture(scope="session")
 def tiny_embedder(tiny_models):
-    from tasks.embedders import build_embedder
+    from tasks.embed.backends import build_embedder
 
     return build_embedder(tiny_models.embedder, tiny_models.config.embed)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.adapters import ADAPTERS, get_adapter
-from tasks.ingest import list_source
-from tasks.sources import SourceSpec
+from tasks.ingest.adapters import ADAPTERS, get_adapter
+from tasks.ingest.stage import list_source
+from tasks.ingest.sources import SourceSpec
 
 
 def make(root: Path, *paths: str) -> None:
@@ -305,7 +305,7 @@ def test_spa_test_set_as_restormer_copy(tmp_path):
 
 def test_real_images_missing_twin_becomes_missing_clean_reject(tmp_path):
     from tasks.config import IngestConfig
-    from tasks.ingest import probe_pairs
+    from tasks.ingest.stage import probe_pairs
 
     rng = np.random.default_rng(0)
     for rel, fmt in [("train/data/0_rain.png", "PNG"), ("train/gt/0_clean.png", "PNG"), ("train/data/1_rain.jpg", "JPEG")]:

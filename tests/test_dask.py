@@ -35,7 +35,7 @@ def _table(layout: RunLayout, name: str) -> pd.DataFrame:
 
 
 def test_dask_runner_gives_the_same_manifests(tmp_path, tiny_models, prefect_harness):
-    from tasks.synth import synthesize_gallery, synthesize_paired
+    from tasks.offline.synth import synthesize_gallery, synthesize_paired
 
     synthesize_paired(tmp_path / "paired", per_type=2, seed=3, size=(96, 96))
     synthesize_gallery(tmp_path / "gallery", n=6, seed=4, size=(96, 96))

@@ -19,7 +19,7 @@ MANIFESTS = {"candidates": ["pair_id"], "gallery": ["image_id"], "captions": ["i
 
 @pytest.fixture(scope="module")
 def distill_config(tmp_path_factory, tiny_models):
-    from tasks.synth import synthesize_gallery, synthesize_paired
+    from tasks.offline.synth import synthesize_gallery, synthesize_paired
 
     root = tmp_path_factory.mktemp("e2e")
     synthesize_paired(root / "paired", per_type=3, seed=11, size=(96, 96))

@@ -19,7 +19,7 @@ from tasks.pipeline import STAGE_ORDER
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from tasks.synth import synthesize_gallery, synthesize_paired
+    from tasks.offline.synth import synthesize_gallery, synthesize_paired
 
     root = tmp_path_factory.mktemp("rerun-data")
     synthesize_paired(root / "paired", per_type=2, seed=21, size=(64, 64))

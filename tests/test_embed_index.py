@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tasks.config import IndexConfig
-from tasks.faiss_index import IndexMismatch, build_index, load_index, save_index, search, sidecar_path
+from tasks.embed.faiss_index import IndexMismatch, build_index, load_index, save_index, search, sidecar_path
 from tasks.image_batches import Failure, iter_batches
 
 
@@ -190,6 +190,6 @@ def test_bad_vectors_refused():
         build_index(np.zeros((0, 4), np.float32), [], metric="l2", model_id="m", normalised=False)
     with pytest.raises(ValueError, match="unique"):
         build_index(good, ["a", "a"], metric="l2", model_id="m", normalised=False)
-    from tasks.embedders import nonfinite_rows
+    from tasks.embed.backends import nonfinite_rows
 
     assert nonfinite_rows(np.array([[0, np.inf], [1, 2]], np.float32)).tolist() == [True, False]

@@ -85,7 +85,7 @@ def test_secrets_check_command(monkeypatch, capsys):
 
 def test_judge_client_refuses_a_placeholder_key(monkeypatch):
     from tasks.config import ModelRef
-    from tasks.judges import JudgeUnavailable, make_judge
+    from tasks.vote.judges import JudgeUnavailable, make_judge
 
     monkeypatch.setenv("JUDGE_KEY_T", "change-me")
     ref = ModelRef(backend="vllm", name="j", options={"base_url": "http://127.0.0.1:9/v1", "api_key_env": "JUDGE_KEY_T"})
@@ -96,14 +96,14 @@ def test_judge_client_refuses_a_placeholder_key(monkeypatch):
 # ---- item 7 (cache part): a corrupt judge cache is moved aside and rebuilt ---------------------------
 
 def _answers(n):
-    from tasks.judges import JudgeResult
+    from tasks.vote.judges import JudgeResult
 
     return [((f"r{i}", f"c{i}"), JudgeResult(p_real=i / n)) for i in range(n)]
 
 
 @pytest.mark.parametrize("damage", ["not_a_database", "damaged_pages"])
 def test_corrupt_judge_cache_is_moved_aside_and_rebuilt(tmp_path, caplog, damage):
-    from tasks.judge_cache import JudgeCache, cache_path
+    from tasks.vote.judge_cache import JudgeCache, cache_path
 
     with JudgeCache(tmp_path) as cache:
         cache.put_many("m", "v1", _answers(2000))
@@ -116,7 +116,7 @@ def test_corrupt_judge_cache_is_moved_aside_and_rebuilt(tmp_path, caplog, damage
         bad = bytes(data)
     path.write_bytes(bad)
 
-    with caplog.at_level("WARNING", logger="tasks.judge_cache"):
+    with caplog.at_level("WARNING", logger="tasks.vote.judge_cache"):
         with JudgeCache(tmp_path) as cache:
             assert cache.count() == 0  # a new, working cache
             assert cache.put_many("m", "v1", _answers(3)) == 3
@@ -132,7 +132,7 @@ def test_corrupt_judge_cache_is_moved_aside_and_rebuilt(tmp_path, caplog, damage
 def test_cache_damaged_mid_run_never_stops_the_vote(tmp_path, caplog):
     import sqlite3
 
-    from tasks.judge_cache import JudgeCache
+    from tasks.vote.judge_cache import JudgeCache
 
     cache = JudgeCache(tmp_path)
 
@@ -146,7 +146,7 @@ def test_cache_damaged_mid_run_never_stops_the_vote(tmp_path, caplog):
             pass
 
     cache._db = Broken()
-    with caplog.at_level("WARNING", logger="tasks.judge_cache"):
+    with caplog.at_level("WARNING", logger="tasks.vote.judge_cache"):
         assert cache.get_many("m", "v1", [("r", "c")]) == {}
         assert cache.put_many("m", "v1", _answers(2)) == 0
     assert caplog.text.count("continues without it") == 1

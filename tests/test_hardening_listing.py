@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.adapters.base import image_files
+from tasks.ingest.adapters.base import image_files
 from tasks.imageio import ImageRejected, read_file_bytes
-from tasks.ingest import list_source
-from tasks.sources import SourceSpec
+from tasks.ingest.stage import list_source
+from tasks.ingest.sources import SourceSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,7 @@ def test_recursive_listing_enters_each_folder_once(tmp_path, sockets):
 
 def test_an_unreadable_folder_is_listed_not_fatal(tmp_path, monkeypatch):
     """Simulated (the tests may run as root, which reads every folder)."""
-    import tasks.adapters.base as base
+    import tasks.ingest.adapters.base as base
 
     png(tmp_path / "g" / "a.png", 1)
     png(tmp_path / "g" / "locked" / "b.png", 2)
@@ -156,7 +156,7 @@ def test_ingest_accounts_for_every_file_found(tmp_path, sockets):
 def test_later_readers_never_block_on_a_fifo(tmp_path):
     """A manifest path that became a FIFO after ingest: the judges and every stage's loader reject it."""
     from tasks.imageio import load_rgb
-    from tasks.judges.vllm_backend import image_data_url
+    from tasks.vote.judges.vllm_backend import image_data_url
 
     os.mkfifo(tmp_path / "was_an_image.png")
     for read in (image_data_url, load_rgb):

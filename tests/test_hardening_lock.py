@@ -72,7 +72,7 @@ def test_lock_of_a_killed_holder_is_taken_over(tmp_path):
 def test_two_cli_commands_on_one_run(tmp_path):
     """Two real `unirain ingest` processes on one run: the second is refused while the first runs,
     and the first finishes normally."""
-    from tasks.synth import synthesize_paired
+    from tasks.offline.synth import synthesize_paired
 
     src = tmp_path / "src"
     synthesize_paired(src, 1, size=(64, 64))

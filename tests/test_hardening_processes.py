@@ -30,7 +30,7 @@ def _tree(root: Path) -> set[str]:
 
 
 def _source(root: Path) -> Path:
-    from tasks.synth import synthesize_paired
+    from tasks.offline.synth import synthesize_paired
 
     synthesize_paired(root, 1, size=(64, 64))
     return root

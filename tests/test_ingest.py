@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from data_manifests import RunLayout, read_manifest
-from tasks import ingest as ing
+from tasks.ingest import stage as ing
 from tasks.config import IngestConfig
 from tasks.imageio import ImageRejected, load_rgb, probe_image_bytes
-from tasks.sources import parse_source
+from tasks.ingest.sources import parse_source
 
 RNG = np.random.default_rng(0)
 

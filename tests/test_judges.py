@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from tasks.config import ModelRef, VoteConfig
-from tasks.judges import (
+from tasks.vote.judges import (
     NO_MASS,
     REFUSED,
     JudgeRequest,
@@ -104,7 +104,7 @@ def requests_(images):
 
 @pytest.fixture(scope="module")
 def tiny_llava(tmp_path_factory):
-    from tasks.tiny_models import TINY_MODELS
+    from tasks.offline.tiny_models import TINY_MODELS
 
     refs = TINY_MODELS.get("llava")(tmp_path_factory.mktemp("tiny_llava"), 0)
     return [ModelRef.model_validate(r) for r in refs]
@@ -226,7 +226,7 @@ def test_http_judge_matches_in_process(judge_server, local_judge, requests_, mon
 
 
 def test_serve_judge_response_shape_is_vllms(judge_server, local_judge, requests_):
-    from tasks.judges.vllm_backend import VLLMJudge
+    from tasks.vote.judges.vllm_backend import VLLMJudge
 
     payload = VLLMJudge(http_ref(judge_server), VoteConfig()).payload(requests_[0])
     assert [p["type"] for p in payload["messages"][0]["content"]] == ["image_url", "image_url", "text"]
@@ -376,8 +376,8 @@ def test_retries_recover_from_transient_500(scripted, requests_):
 def test_permanent_4xx_is_a_final_abstention(scripted, requests_, status, tmp_path):
     """Issue 10 item 15: a 4xx other than 401/403/408/429 is asked once, recorded as an error and
     cached, so a yes + no + refused pair is a judge_error, not `undecided` for ever."""
-    from tasks.judge_cache import JudgeCache, is_final
-    from tasks.voting import ABSTAIN, JUDGE_ERROR, NO, YES, outcome, tally
+    from tasks.vote.judge_cache import JudgeCache, is_final
+    from tasks.vote.stage import ABSTAIN, JUDGE_ERROR, NO, YES, outcome, tally
 
     server = scripted([("status", status)])
     [res] = make_judge(http_ref(server.base), FAST_RETRY).judge(requests_[:1])
@@ -392,8 +392,8 @@ def test_permanent_4xx_is_a_final_abstention(scripted, requests_, status, tmp_pa
 
 @pytest.mark.parametrize("status, posts", [(401, 1), (403, 1), (408, 3), (429, 3)])
 def test_key_and_rate_errors_stay_transient(scripted, requests_, status, posts):
-    from tasks.judge_cache import is_final
-    from tasks.voting import RETRY, UNDECIDED, NO, YES, outcome, tally
+    from tasks.vote.judge_cache import is_final
+    from tasks.vote.stage import RETRY, UNDECIDED, NO, YES, outcome, tally
 
     server = scripted([("status", status)])
     [res] = make_judge(http_ref(server.base), FAST_RETRY).judge(requests_[:1])

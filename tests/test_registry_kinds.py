@@ -18,12 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _registries():
-    from tasks.adapters import ADAPTERS
-    from tasks.captioners import CAPTIONERS
-    from tasks.embedders import EMBEDDERS
-    from tasks.judges import JUDGES
-    from tasks.synth import RAIN_GENERATORS
-    from tasks.tiny_models import TINY_MODELS
+    from tasks.ingest.adapters import ADAPTERS
+    from tasks.caption.backends import CAPTIONERS
+    from tasks.embed.backends import EMBEDDERS
+    from tasks.vote.judges import JUDGES
+    from tasks.offline.synth import RAIN_GENERATORS
+    from tasks.offline.tiny_models import TINY_MODELS
 
     return {
         "dataset adapter": (ADAPTERS, "rain13k"),
@@ -62,11 +62,11 @@ def test_duplicate_name_is_refused(kind):
 
 
 def test_factories_go_through_the_registries():
-    from tasks.adapters import get_adapter
-    from tasks.captioners import build_captioner
-    from tasks.embedders import build_embedder
-    from tasks.judges import make_judge
-    from tasks.synth import get_generator
+    from tasks.ingest.adapters import get_adapter
+    from tasks.caption.backends import build_captioner
+    from tasks.embed.backends import build_embedder
+    from tasks.vote.judges import make_judge
+    from tasks.offline.synth import get_generator
 
     for call, kind in [
         (lambda: get_adapter("rain31k"), "dataset adapter"),
@@ -137,7 +137,7 @@ def test_unknown_backend_at_config_load_names_the_key():
 
 def test_a_built_judge_refuses_an_option_typo_too():
     """A judge built outside a config (serve-judge, tests) gets the same check, before any loading."""
-    from tasks.judges import make_judge
+    from tasks.vote.judges import make_judge
 
     with pytest.raises(ConfigError, match=r"judge j: options\.top_logprob: Extra inputs"):
         make_judge(ModelRef(backend="vllm", name="j", options={"base_url": "http://h/v1", "top_logprob": 5}))
@@ -146,7 +146,7 @@ def test_a_built_judge_refuses_an_option_typo_too():
 # ---- a new judge backend is one file ---------------------------------------------------------------
 
 ECHO_BACKEND = '''
-from tasks.judges.base import JUDGES, Judge, JudgeOptions, JudgeResult
+from tasks.vote.judges.base import JUDGES, Judge, JudgeOptions, JudgeResult
 
 
 class EchoOptions(JudgeOptions):
@@ -163,7 +163,7 @@ class EchoJudge(Judge):
 
 ECHO_USE = '''
 from data_manifests.config_base import ConfigError
-from tasks.judges import JudgeRequest, make_judge
+from tasks.vote.judges import JudgeRequest, make_judge
 from tasks.model_options import validate_model_options
 
 judge = make_judge({"backend": "echo", "name": "e", "options": {"answer": 0.75}})
@@ -178,7 +178,7 @@ except ConfigError as exc:
 def test_a_new_judge_backend_is_one_file(tmp_path):
     for package in ("tasks", "data_manifests"):
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp_path / "tasks" / "judges" / "echo_backend.py").write_text(ECHO_BACKEND)
+    (tmp_path / "tasks" / "vote" / "judges" / "echo_backend.py").write_text(ECHO_BACKEND)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", ECHO_USE], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

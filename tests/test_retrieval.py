@@ -1,4 +1,4 @@
-"""Three-level retrieval (tasks.retrieval): planted references, small galleries, bad input."""
+"""Three-level retrieval (tasks.retrieve.retrieval): planted references, small galleries, bad input."""
 import faiss
 import numpy as np
 import pytest
@@ -6,10 +6,10 @@ from PIL import Image
 
 from data_manifests import get_schema
 from tasks.config import RetrievalConfig
-from tasks.retrieval import (CandidateBatch, RefStatsCache, faiss_search_fn, make_gallery, retrieve_batch,
+from tasks.retrieve.retrieval import (CandidateBatch, RefStatsCache, faiss_search_fn, make_gallery, retrieve_batch,
                              retrieve_stream, semantic_level, visual_level)
-from tasks.synth import get_generator
-from tasks.synth.clean_photos import builtin_photo, random_crop
+from tasks.offline.synth import get_generator
+from tasks.offline.synth.clean_photos import builtin_photo, random_crop
 
 D = 16
 SIZE = 64  # ssim_size: small keeps the test fast; the definition does not depend on it

@@ -6,11 +6,11 @@ import pytest
 
 from data_manifests import RunLayout, read_manifest, write_shard, get_schema
 from tasks.config import SelectConfig
-from tasks.judges import JUDGES, NO_MASS, Judge
-from tasks.selection import exhaustiveness, select_run
+from tasks.vote.judges import JUDGES, NO_MASS, Judge
+from tasks.select.stage import exhaustiveness, select_run
 from tasks.stage import write_state
-from tasks.vote_reports import fleiss_kappa, write_select_reports
-from tasks.voting import NO, VoteMeta, YES, write_votes
+from tasks.select.reports import fleiss_kappa, write_select_reports
+from tasks.vote.stage import NO, VoteMeta, YES, write_votes
 
 PANEL = ("judge_a", "judge_b", "judge_c")
 T = 0.5

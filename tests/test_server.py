@@ -103,7 +103,7 @@ def served(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, tiny_models):
     """8 synthetic pairs (2 shards), 6 gallery images, a good config and one whose judges are down."""
-    from tasks.synth import synthesize_gallery, synthesize_paired
+    from tasks.offline.synth import synthesize_gallery, synthesize_paired
 
     root = tmp_path_factory.mktemp("served-data")
     synthesize_paired(root / "paired", per_type=2, seed=3, size=(96, 96))

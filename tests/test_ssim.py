@@ -1,14 +1,14 @@
-"""tasks.ssim against scikit-image's structural_similarity (the issue's definition), to 1e-4."""
+"""tasks.retrieve.ssim against scikit-image's structural_similarity (the issue's definition), to 1e-4."""
 import numpy as np
 import pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import structural_similarity
 
-from tasks.ssim import (RADIUS, gaussian_valid, gray_for_ssim, prepare_ssim_stats, ssim_images,
+from tasks.retrieve.ssim import (RADIUS, gaussian_valid, gray_for_ssim, prepare_ssim_stats, ssim_images,
                         ssim_one_to_many, ssim_pairs)
-from tasks.synth import get_generator
-from tasks.synth.clean_photos import builtin_photo
+from tasks.offline.synth import get_generator
+from tasks.offline.synth.clean_photos import builtin_photo
 
 
 def skimage_ssim(a, b):

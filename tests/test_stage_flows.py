@@ -17,7 +17,7 @@ def stage(name, run, cfg):
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory, tiny_models, prefect_harness):
-    from tasks.synth import synthesize_gallery, synthesize_paired
+    from tasks.offline.synth import synthesize_gallery, synthesize_paired
 
     root = tmp_path_factory.mktemp("stages")
     synthesize_paired(root / "paired", per_type=2, seed=3, size=SIZE)
@@ -53,8 +53,8 @@ def test_every_candidate_gets_a_reference_with_evidence(small_run):
 
 
 def test_indexes_record_model_and_ids_and_refuse_another_model(small_run):
-    from tasks.faiss_index import IndexMismatch, load_index
-    from tasks.retrieval_stage import load_gallery
+    from tasks.embed.faiss_index import IndexMismatch, load_index
+    from tasks.retrieve.stage import load_gallery
 
     layout, _ = small_run
     model_id = read_manifest(layout.manifest("embeddings"), "embeddings")["model"].iloc[0]
@@ -96,7 +96,7 @@ def test_crash_mid_stage_resumes_without_duplicates_or_losses(small_run):
 
 
 def test_empty_gallery_fails_at_once(tmp_path, tiny_models, prefect_harness):
-    from tasks.synth import synthesize_paired
+    from tasks.offline.synth import synthesize_paired
 
     synthesize_paired(tmp_path / "paired", per_type=1, seed=5, size=SIZE)
     cfg = tiny_models.config.model_copy(update={"sources": [f"unirain={tmp_path / 'paired'}"]})

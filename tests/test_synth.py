@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from data_manifests.schemas import RAIN_TYPE_FOLDERS, RAIN_TYPES
-from tasks.synth import RAIN_GENERATORS, CleanSource, parse_size, register_rain, render, synthesize_gallery, synthesize_paired
-from tasks.synth import drops, night
-from tasks.synth.ops import luma
-from tasks.synth.synthesize import image_rng
+from tasks.offline.synth import RAIN_GENERATORS, CleanSource, parse_size, register_rain, render, synthesize_gallery, synthesize_paired
+from tasks.offline.synth import drops, night
+from tasks.offline.synth.ops import luma
+from tasks.offline.synth.synthesize import image_rng
 
 SIZE = (96, 80)  # (width, height): not square, so a swapped axis shows
 
@@ -94,7 +94,7 @@ def test_gallery_is_unpaired_covers_all_types_and_differs_from_paired(paired_run
 
 def test_gallery_profile_uses_different_ranges():
     assert drops.GALLERY != drops.PAIRED and night.GALLERY != night.PAIRED
-    from tasks.synth import streaks
+    from tasks.offline.synth import streaks
     assert streaks.GALLERY != streaks.PAIRED
 
 

@@ -32,7 +32,7 @@ def test_make_tiny_writes_saver_layouts_and_config(tiny_models):
     models = tiny_models.config.models
     assert models.embedder.backend == "open_clip" and models.embedder.name == f"local-dir:{out / 'clip'}"
     assert models.captioner.backend == "blip" and models.captioner.name == str(out / "blip")
-    from tasks.tiny_models import TINY_MODELS
+    from tasks.offline.tiny_models import TINY_MODELS
 
     if "llava" in TINY_MODELS:
         assert len(models.judges) == 3
@@ -65,7 +65,7 @@ def test_bad_base_config_is_a_user_error(tmp_path):
 
 
 def test_captions_are_vocabulary_words(tiny_captioner):
-    from tasks.tiny_models.blip import SPECIALS, vocabulary
+    from tasks.offline.tiny_models.blip import SPECIALS, vocabulary
 
     words = set(vocabulary()) - set(SPECIALS)
     captions = tiny_captioner.caption(sample_images())
@@ -79,7 +79,7 @@ def test_captions_are_vocabulary_words(tiny_captioner):
 
 
 def test_caption_batch_uses_max_new_tokens(tiny_models, tiny_captioner):
-    from tasks.captioners import build_captioner
+    from tasks.caption.backends import build_captioner
 
     short = build_captioner(tiny_models.captioner, CaptionConfig(max_new_tokens=2))
     image = sample_images()[:1]
@@ -98,8 +98,8 @@ def test_embedder_loads_local_dir(tiny_embedder):
 
 
 def test_unknown_backend_and_missing_model_are_clear(tmp_path):
-    from tasks.captioners import build_captioner
-    from tasks.embedders import build_embedder
+    from tasks.caption.backends import build_captioner
+    from tasks.embed.backends import build_embedder
     from data_manifests.registry import RegistryError
     from tasks.model_ids import ModelLoadError
 

@@ -31,7 +31,7 @@ def voted_run(tmp_path_factory, tiny_models, prefect_harness):
     """A real ingest of synthetic pairs and gallery; retrieval written directly (any reference will do
     for the judges), then one vote run."""
     from flows.stage import run_stage_flow
-    from tasks.synth import synthesize_gallery, synthesize_paired
+    from tasks.offline.synth import synthesize_gallery, synthesize_paired
 
     root = tmp_path_factory.mktemp("vote")
     synthesize_paired(root / "paired", per_type=3, seed=5, size=(64, 64))
@@ -55,7 +55,7 @@ def votes_of(run: RunLayout) -> pd.DataFrame:
 
 
 def test_first_vote_asks_each_question_once_with_the_cascade(voted_run):
-    from tasks.judge_cache import JudgeCache
+    from tasks.vote.judge_cache import JudgeCache
 
     run, totals, models = voted_run
     votes = votes_of(run)
@@ -86,7 +86,7 @@ def test_rerun_after_losing_shards_makes_no_model_call(voted_run):
 
 
 def test_new_threshold_asks_only_the_skipped_judges_and_matches_the_full_panel(voted_run, tmp_path):
-    from tasks.selection import exhaustiveness
+    from tasks.select.stage import exhaustiveness
 
     run, _, models = voted_run
     base = votes_of(run)
@@ -117,7 +117,7 @@ def test_new_threshold_asks_only_the_skipped_judges_and_matches_the_full_panel(v
 
 
 def test_unreachable_judge_server_fails_at_start_naming_it(voted_run):
-    from tasks.judges import JudgeUnavailable
+    from tasks.vote.judges import JudgeUnavailable
 
     run, _, models = voted_run
     dead = ModelRef(backend="vllm", name="judge-x", options={"base_url": "http://127.0.0.1:9/v1"})

@@ -11,9 +11,9 @@ import pytest
 
 from data_manifests import RunLayout, read_manifest
 from tasks.config import ModelRef, VoteConfig
-from tasks.judge_cache import JudgeCache, is_final
-from tasks.judges import JUDGES, NO_MASS, Judge, JudgeOptions, JudgeRequest, JudgeResult, make_judge
-from tasks.voting import (
+from tasks.vote.judge_cache import JudgeCache, is_final
+from tasks.vote.judges import JUDGES, NO_MASS, Judge, JudgeOptions, JudgeRequest, JudgeResult, make_judge
+from tasks.vote.stage import (
     ABSTAIN, JUDGE_ERROR, NO, RETRY, SKIPPED, UNDECIDED, YES, CallStats, VoteMeta, VoteStage, ask_next, outcome,
     read_vote_meta, run_panel, tally, tally_matrix, vote_shard, write_votes,
 )
@@ -244,7 +244,7 @@ def test_cache_opens_from_many_threads_at_once(tmp_path):
     """Parallel vote shards open the run's cache together; none may fail with 'database is locked'."""
     import threading
 
-    from tasks.judge_cache import JudgeCache
+    from tasks.vote.judge_cache import JudgeCache
 
     errors = []
 

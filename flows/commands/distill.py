@@ -22,7 +22,7 @@ def run(args) -> int:
     from tasks.config import ConfigError, load_run_config
     from tasks.model_ids import ModelLoadError
     from tasks.pipeline import stages_until
-    from tasks.sources import parse_gallery, parse_sources
+    from tasks.ingest.sources import parse_gallery, parse_sources
     from tasks.stage import check_finished, check_run, preflight
 
     from ..cli import UserError

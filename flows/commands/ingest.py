@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tasks.adapters import ADAPTERS
+    from tasks.ingest.adapters import ADAPTERS
 
     from ..cli import UserError
 
@@ -31,7 +31,7 @@ def run(args) -> int:
         raise UserError("nothing to ingest: give at least one --source NAME=PATH or --gallery PATH")
     from data_manifests import ManifestError
     from tasks.config import ConfigError, RunConfig, load_run_config
-    from tasks.sources import parse_gallery, parse_sources
+    from tasks.ingest.sources import parse_gallery, parse_sources
     from tasks.stage import check_run
 
     try:

@@ -30,7 +30,7 @@ def make_tiny(args) -> int:
         base = load_yaml(args.base_config) if args.base_config else None
     except ConfigError as exc:
         raise UserError(str(exc)) from None
-    from tasks.tiny_models import make_tiny_models
+    from tasks.offline.tiny_models import make_tiny_models
 
     start = time.perf_counter()
     try:

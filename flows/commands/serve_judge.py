@@ -63,8 +63,8 @@ def handle(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tasks.config import ModelRef
-    from tasks.judges.server import create_app
-    from tasks.judges.transformers_backend import TransformersJudge
+    from tasks.vote.judges.server import create_app
+    from tasks.vote.judges.transformers_backend import TransformersJudge
 
     options = {k: v for k, v in (("device", args.device), ("dtype", args.dtype)) if v}
     judge = TransformersJudge(ModelRef(backend="transformers", name=args.model, options=options))

@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tasks.synth import parse_size, synthesize_gallery, synthesize_paired
+    from tasks.offline.synth import parse_size, synthesize_gallery, synthesize_paired
 
     from ..cli import UserError
 

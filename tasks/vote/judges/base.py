@@ -4,7 +4,7 @@ A judge scores `p_real = P(yes) / (P(yes) + P(no))` from next-token probabilitie
 every spelling of the answer words the tokenizer has (" Yes", "Yes", "yes", "YES", ...). A
 judge never raises for one bad pair: it returns an abstention (`p_real=None`, `error` set).
 
-A backend is one file, `tasks/judges/NAME_backend.py`, registering its class with
+A backend is one file, `tasks/vote/judges/NAME_backend.py`, registering its class with
 `@JUDGES.register(name)` and declaring its `options:` as `Options` (a `JudgeOptions` subclass;
 unknown keys are refused at config load). `make_judge(ref, vote)` builds one from config.
 """
@@ -115,7 +115,7 @@ class Judge(ABC):
 
 # Every `*_backend.py` module of this package registers its backend when a judge is first looked up:
 # the heavy libraries they import load only then.
-JUDGES: Registry[type[Judge]] = Registry("judge backend", lazy_modules=package_modules("tasks.judges", "_backend"))
+JUDGES: Registry[type[Judge]] = Registry("judge backend", lazy_modules=package_modules("tasks.vote.judges", "_backend"))
 
 
 def make_judge(ref: ModelRef | Mapping[str, Any], vote: VoteConfig | None = None) -> Judge:

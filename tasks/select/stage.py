@@ -4,7 +4,7 @@ Every candidate that no stage after ingest has rejected gets exactly one outcome
   - `no_reference`:    no retrieval row (retrieval found no usable gallery reference);
   - `below_threshold`: a retrieval score beyond an optional minimum of `select:` (min_ssim,
                        min_image_cos, max_text_l2);
-  - the votes, re-read at threshold X (`tasks.voting.tally_matrix`): accepted -> `distilled`
+  - the votes, re-read at threshold X (`tasks.vote.stage.tally_matrix`): accepted -> `distilled`
     (all candidate columns + `ref_id`, `n_yes`, `n_votes`: yes votes and valid votes among the
     judges asked), rejected -> `voted_out`, too few valid votes for good -> `judge_error`, open ->
     `undecided` (a judge the cascade skipped at the vote stage's threshold, or a transient
@@ -30,11 +30,11 @@ import pyarrow.parquet as pq
 from data_manifests import RunLayout, get_schema, read_manifest, shard_files
 from data_manifests.reader import check_file_schema
 from tasks.config import SelectConfig
-from tasks.judge_cache import is_final_error
+from tasks.vote.judge_cache import is_final_error
 from data_manifests.levels import RETRIEVAL_LEVELS, SCORE_COLUMNS
 from tasks.pipeline import spec
 from tasks.stage import Stage, read_state, split_shards, write_result
-from tasks.voting import (
+from tasks.vote.stage import (
     ABSTAIN, JUDGE_ERROR, NO, RETRY, SKIPPED, UNDECIDED, YES, META_KEY, VoteMeta, short_name, tally_matrix,
 )
 
@@ -76,7 +76,7 @@ def load_votes(run: RunLayout) -> Votes:
 
 
 def outcome_codes(votes: pd.DataFrame, threshold: float) -> np.ndarray:
-    """Each votes row's outcome at `threshold` (vectorised `tasks.voting.outcome`)."""
+    """Each votes row's outcome at `threshold` (vectorised `tasks.vote.stage.outcome`)."""
     p = votes["p_real"].astype(float).to_numpy()
     final = votes["error"].map(is_final_error).to_numpy(dtype=bool)
     return np.where(~np.isnan(p), np.where(p >= threshold, YES, NO), np.where(final, ABSTAIN, RETRY)).astype(np.int8)
@@ -267,7 +267,7 @@ class SelectStage(Stage):
         return "select"
 
     def process_all(self, run: RunLayout, fingerprint: str, submit) -> dict:
-        from tasks.vote_reports import write_select_reports
+        from tasks.select.reports import write_select_reports
 
         sel, votes = select_run(run, self.threshold, self.cfg.select, self.num_shards, fingerprint)
         check = exhaustiveness(run)

@@ -39,7 +39,7 @@ shard, where the cache answers everything that was answered and only the failure
 
 Cache. Questions are batched per judge in chunks of `vote.chunk_size` (the backends keep
 `max_concurrency` requests in flight or batch in-process); each chunk's final answers are committed
-to `tasks.judge_cache.JudgeCache` before the next, so `kill -9` loses at most one chunk per judge.
+to `tasks.vote.judge_cache.JudgeCache` before the next, so `kill -9` loses at most one chunk per judge.
 """
 from __future__ import annotations
 
@@ -60,9 +60,9 @@ import pyarrow.parquet as pq
 from data_manifests import ManifestError, RunLayout, get_schema, read_manifest, shard_complete, write_shard
 from data_manifests.reader import check_file_schema
 from tasks.config import ModelRef, VoteConfig
-from tasks.judge_cache import JudgeCache, is_final_error
-from tasks.judges.base import JUDGES, Judge, JudgeRequest, JudgeResult
-from tasks.judges.prompt import PROMPT_VERSION
+from tasks.vote.judge_cache import JudgeCache, is_final_error
+from tasks.vote.judges.base import JUDGES, Judge, JudgeRequest, JudgeResult
+from tasks.vote.judges.prompt import PROMPT_VERSION
 from tasks.pipeline import spec
 from tasks.stage import Stage, output_paths, stage_reject
 
@@ -390,7 +390,7 @@ class VoteStage(Stage):
         """Every judge loads and answers before anything is touched; an unreachable one is named."""
         import copy
 
-        from tasks.judges import JudgeUnavailable
+        from tasks.vote.judges import JudgeUnavailable
         from tasks.stage import ready
 
         loaded = ready(copy.copy(self))  # a copy: this object goes to the shard tasks (Dask pickles it) model-free
@@ -406,7 +406,7 @@ class VoteStage(Stage):
         return vote_items(run)
 
     def setup(self) -> None:
-        from tasks.judges import make_judge
+        from tasks.vote.judges import make_judge
 
         self.panel = [make_judge(ref, self.cfg.vote) for ref in self.refs()]
 

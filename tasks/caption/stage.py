@@ -5,10 +5,10 @@ import pandas as pd
 
 from data_manifests import RunLayout, read_manifest
 
-from .captioners import Captioner
-from .config import CaptionConfig, IngestConfig
-from .pipeline import spec
-from .stage import Stage, stage_reject
+from tasks.caption.backends import Captioner
+from tasks.config import CaptionConfig, IngestConfig
+from tasks.pipeline import spec
+from tasks.stage import Stage, stage_reject
 
 STAGE = "caption"
 ITEM_COLUMNS = ["item_id", "kind", "path", "source"]
@@ -30,7 +30,7 @@ def caption_items(run: RunLayout) -> pd.DataFrame:
 def caption_shard(items: pd.DataFrame, captioner: Captioner, cfg: CaptionConfig,
                   ingest: IngestConfig | None = None) -> tuple[list[dict], list[dict]]:
     """Captions and rejects for one shard of items; an image that fails here is a reject, never a crash."""
-    from .image_batches import iter_batches  # torch: imported only where a shard is processed
+    from tasks.image_batches import iter_batches  # torch: imported only where a shard is processed
 
     ingest = ingest or IngestConfig()
     info = {row.item_id: row for row in items.itertuples(index=False)}
@@ -63,7 +63,7 @@ class CaptionStage(Stage):
     CODE_VERSION = 1
 
     def ref(self):
-        from .config import require_local_model
+        from tasks.config import require_local_model
 
         if self.cfg.models.captioner is None:
             raise ValueError("models.captioner: not set in the config")
@@ -76,12 +76,12 @@ class CaptionStage(Stage):
                 "models.captioner.options": self.ref().options}
 
     def model_id(self) -> str:
-        from .captioners import captioner_model_id
+        from tasks.caption.backends import captioner_model_id
 
         return captioner_model_id(self.ref())
 
     def setup_key(self) -> str:
-        from .stage import digest
+        from tasks.stage import digest
 
         return digest(["caption", self.ref().model_dump(mode="json"), self.cfg.caption.model_dump(mode="json")])
 
@@ -92,7 +92,7 @@ class CaptionStage(Stage):
         return caption_items(run)
 
     def setup(self) -> None:
-        from .captioners import build_captioner
+        from tasks.caption.backends import build_captioner
 
         self.captioner = build_captioner(self.ref(), self.cfg.caption)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.config import ModelRef
-from tasks.tiny_models import TINY_MODELS
+from tasks.offline.tiny_models import TINY_MODELS
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]  # ids 0..5, BertTokenizer's order
 

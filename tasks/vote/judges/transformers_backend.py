@@ -13,8 +13,8 @@ from pydantic import Field
 
 from tasks.config import ModelRef, VoteConfig
 from tasks.imageio import ImageRejected, load_rgb
-from tasks.judges.base import JUDGES, Judge, JudgeOptions, JudgeRequest, JudgeResult, yes_no_token_ids
-from tasks.judges.prompt import judge_messages
+from tasks.vote.judges.base import JUDGES, Judge, JudgeOptions, JudgeRequest, JudgeResult, yes_no_token_ids
+from tasks.vote.judges.prompt import judge_messages
 
 if TYPE_CHECKING:
     import torch

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from data_manifests import RunLayout
-from tasks.judges.base import NO_MASS, REFUSED, JudgeResult
+from tasks.vote.judges.base import NO_MASS, REFUSED, JudgeResult
 
 Key = tuple[str, str]  # (ref_id, cand_id)
 

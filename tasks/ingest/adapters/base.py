@@ -2,7 +2,7 @@
 
 An adapter knows one public dataset's layout: which files are rainy, which clean file each pairs
 with, and the rain type. It only lists paths (cheap, deterministic order); reading, hashing and
-probing happen later in `tasks.ingest`.
+probing happen later in `tasks.ingest.stage`.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class DatasetAdapter:
 
 
 # Every module of this package registers its adapters when first looked up.
-ADAPTERS: Registry[type[DatasetAdapter]] = Registry("dataset adapter", lazy_modules=package_modules("tasks.adapters"))
+ADAPTERS: Registry[type[DatasetAdapter]] = Registry("dataset adapter", lazy_modules=package_modules("tasks.ingest.adapters"))
 
 
 def get_adapter(name: str) -> DatasetAdapter:

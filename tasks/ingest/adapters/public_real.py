@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from ..imageio import is_image_name
+from tasks.imageio import is_image_name
 from .base import (
     ADAPTERS, DatasetAdapter, PairListing, check_rain_type, find_child, image_files, pair_by_key, strip_rain_affixes,
     unpaired,

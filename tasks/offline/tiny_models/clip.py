@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from tasks.config import ModelRef
-from tasks.tiny_models import TINY_MODELS
+from tasks.offline.tiny_models import TINY_MODELS
 
 # A real ViT shape at toy width: 224² input keeps the real preprocessing (resize, crop, normalise).
 TINY_CLIP_CFG = {

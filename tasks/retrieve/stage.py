@@ -7,12 +7,12 @@ import pyarrow.compute as pc
 
 from data_manifests import RunLayout, get_schema, read_manifest, shard_name, write_shard
 
-from .config import RetrievalConfig
-from .pipeline import spec
-from .stage import Stage
-from .embedding import IMAGE_INDEX, TEXT_INDEX, read_embeddings, vectors
-from .faiss_index import load_index
-from .retrieval import CandidateBatch, Gallery, RefStatsCache, faiss_search_fn, make_gallery, retrieve_stream
+from tasks.config import RetrievalConfig
+from tasks.pipeline import spec
+from tasks.stage import Stage
+from tasks.embed.stage import IMAGE_INDEX, TEXT_INDEX, read_embeddings, vectors
+from tasks.embed.faiss_index import load_index
+from tasks.retrieve.retrieval import CandidateBatch, Gallery, RefStatsCache, faiss_search_fn, make_gallery, retrieve_stream
 
 
 def embeddings_model(run: RunLayout) -> str:

@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .adapters import check_layout, get_adapter
-from .adapters.base import check_rain_type
+from tasks.ingest.adapters import check_layout, get_adapter
+from tasks.ingest.adapters.base import check_rain_type
 
 _SPEC = re.compile(r"^(?P<adapter>[A-Za-z0-9_]+)(\.(?P<label>[A-Za-z0-9_\-]+))?(:(?P<type>[a-z_]+))?=(?P<path>.+)$")
 

@@ -19,13 +19,13 @@ from data_manifests import (
 )
 from data_manifests.reader import read_manifest
 
-from .adapters import PairListing, get_adapter
-from .adapters.base import image_files
-from .config import IngestConfig
-from .imageio import ImageInfo, ImageRejected, mean_luminance, probe_image_bytes, read_file_bytes
-from .pipeline import spec as spec_of
-from .sources import SourceSpec, parse_gallery, parse_sources
-from .stage import Stage, read_state
+from tasks.ingest.adapters import PairListing, get_adapter
+from tasks.ingest.adapters.base import image_files
+from tasks.config import IngestConfig
+from tasks.imageio import ImageInfo, ImageRejected, mean_luminance, probe_image_bytes, read_file_bytes
+from tasks.pipeline import spec as spec_of
+from tasks.ingest.sources import SourceSpec, parse_gallery, parse_sources
+from tasks.stage import Stage, read_state
 
 STAGE = "ingest"
 NIGHT_LUMA = 0.22  # mean luma under this reads as a night scene (synthetic night sets sit ~0.1)

@@ -33,10 +33,10 @@ from pydantic import Field, model_validator
 
 from tasks.config import ModelRef, VoteConfig
 from tasks.imageio import ImageRejected, decode_rgb, probe_image_bytes, read_file_bytes
-from tasks.judges.base import (
+from tasks.vote.judges.base import (
     JUDGES, REFUSED, Judge, JudgeOptions, JudgeRequest, JudgeResult, JudgeUnavailable, yes_no_masses,
 )
-from tasks.judges.prompt import judge_messages
+from tasks.vote.judges.prompt import judge_messages
 from tasks.secret_values import placeholder_reason
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})

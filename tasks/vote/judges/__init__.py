@@ -1,5 +1,5 @@
 """VLM judges: interface and registry in `base`; each backend is one `*_backend.py` file."""
-from tasks.judges.base import (
+from tasks.vote.judges.base import (
     JUDGES,
     NO_MASS,
     REFUSED,
@@ -14,7 +14,7 @@ from tasks.judges.base import (
     yes_no_masses,
     yes_no_token_ids,
 )
-from tasks.judges.prompt import PROMPT_TEXT, PROMPT_VERSION
+from tasks.vote.judges.prompt import PROMPT_TEXT, PROMPT_VERSION
 
 __all__ = [
     "JUDGES", "NO_MASS", "REFUSED", "PROMPT_TEXT", "PROMPT_VERSION", "Judge", "JudgeOptions", "JudgeRequest", "JudgeResult",

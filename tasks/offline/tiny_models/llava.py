@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.judges.base import answer_word
-from tasks.judges.prompt import PROMPT_TEXT
-from tasks.tiny_models import TINY_MODELS
+from tasks.vote.judges.base import answer_word
+from tasks.vote.judges.prompt import PROMPT_TEXT
+from tasks.offline.tiny_models import TINY_MODELS
 
 SPECIAL_TOKENS = ["<unk>", "<pad>", "<s>", "</s>", "<image>"]
 ANSWER_WORDS = ["Yes", "No", "yes", "no", "YES", "NO"]

@@ -20,7 +20,7 @@ from data_manifests import RunLayout, read_manifest
 from data_manifests.levels import RETRIEVAL_LEVELS, SCORE_COLUMNS
 from tasks.config import SelectConfig
 from tasks.funnel import format_table, funnel_table
-from tasks.voting import ABSTAIN, NO, RETRY, YES, short_name
+from tasks.vote.stage import ABSTAIN, NO, RETRY, YES, short_name
 
 TALLY_COLUMNS = ["judge", "asked", "yes", "no", "abstain_final", "abstain_retry", "mean_p_real"]
 AGREEMENT_COLUMNS = ["judge_a", "judge_b", "both_voted", "agree_pct", "cohen_kappa"]
@@ -163,8 +163,8 @@ def retrieval_scores(run: RunLayout) -> pd.DataFrame:
 
 
 def vote_summary(votes, threshold: float) -> tuple[pd.DataFrame, pd.DataFrame, tuple[int, float | None]]:
-    """Tallies per judge, pairwise agreement and Fleiss' kappa of a `tasks.selection.Votes` at `threshold`."""
-    from tasks.selection import code_matrix, outcome_codes
+    """Tallies per judge, pairwise agreement and Fleiss' kappa of a `tasks.select.stage.Votes` at `threshold`."""
+    from tasks.select.stage import code_matrix, outcome_codes
 
     rows = votes.rows
     codes = code_matrix(rows, votes.panel, threshold, rows["pair_id"].unique())
@@ -172,7 +172,7 @@ def vote_summary(votes, threshold: float) -> tuple[pd.DataFrame, pd.DataFrame, t
 
 
 def write_select_reports(run: RunLayout, sel, votes, cfg: SelectConfig | None = None) -> dict:
-    """Every report of a cut (`sel`: a `tasks.selection.Selection`) under RUN/reports/."""
+    """Every report of a cut (`sel`: a `tasks.select.stage.Selection`) under RUN/reports/."""
     cfg = cfg or SelectConfig()
     funnel = write_funnel(run)
     tallies, pairs, fleiss = vote_summary(votes, sel.threshold)

@@ -5,7 +5,7 @@ Per candidate pair:
           embeddings (a FAISS search, or exact L2 over a plain matrix);
   level 2 `visual_level`:   of those, the `k_visual` with the highest image cosine (a gather of
           k_semantic gallery rows per candidate, not a second search over the whole gallery);
-  level 3 `ssim_level`:     of those, the one with the highest SSIM (`tasks.ssim`) to the
+  level 3 `ssim_level`:     of those, the one with the highest SSIM (`tasks.retrieve.ssim`) to the
           candidate's rainy image.
 `retrieve_batch` turns one batch of candidates into `retrieval` manifest rows plus rejects;
 `retrieve_stream` runs over an iterable of batches (levels 1+2 on blocks of `SEARCH_BLOCK`
@@ -28,7 +28,7 @@ import numpy as np
 
 from tasks.config import RetrievalConfig
 from tasks.imageio import ImageRejected, load_rgb
-from tasks.ssim import SSIMStats, gray_for_ssim, prepare_ssim_stats, ssim_one_to_many
+from tasks.retrieve.ssim import SSIMStats, gray_for_ssim, prepare_ssim_stats, ssim_one_to_many
 from tasks.stage import stage_reject
 
 STAGE = "retrieve"
@@ -40,7 +40,7 @@ SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 def faiss_search_fn(index) -> SearchFn:
     """A SearchFn over a FAISS L2 index: a raw `faiss.Index`, or anything holding one as `.index`
-    (`tasks.faiss_index.IdIndex`; then the gallery's id order must be its `.ids`)."""
+    (`tasks.embed.faiss_index.IdIndex`; then the gallery's id order must be its `.ids`)."""
     index = getattr(index, "index", index)
     if getattr(index, "metric_type", None) not in (None, 1):  # faiss.METRIC_L2 == 1
         raise ValueError("level 1 ranks by L2: the caption-text index must use the L2 metric")
@@ -180,7 +180,7 @@ class RefStatsCache:
 def ssim_level(cand_gray: np.ndarray, ref_rows: np.ndarray,
                ref_stats: Callable[[int], SSIMStats | None]) -> tuple[float, int]:
     """Level 3 for one candidate: of its level-2 gallery rows, the position with the highest SSIM
-    to the candidate's (S, S) grayscale rainy image (`tasks.ssim.gray_for_ssim`). `ref_stats(row)`
+    to the candidate's (S, S) grayscale rainy image (`tasks.retrieve.ssim.gray_for_ssim`). `ref_stats(row)`
     gives a gallery image's stats, or None when it cannot be read (that reference is skipped).
     Returns (ssim, position in ref_rows), or (nan, -1) when no reference is readable. Ties keep
     level-2 order (higher cosine first)."""

@@ -29,7 +29,7 @@ RainGenerator = Callable[[np.ndarray, np.random.Generator, str], RainPair]
 
 # Filled by the generator modules, imported on the first look-up.
 RAIN_GENERATORS: Registry[RainGenerator] = Registry(
-    "rain generator", lazy_modules=("tasks.synth.streaks", "tasks.synth.drops", "tasks.synth.night"))
+    "rain generator", lazy_modules=("tasks.offline.synth.streaks", "tasks.offline.synth.drops", "tasks.offline.synth.night"))
 
 
 def register_rain(key: str) -> Callable[[RainGenerator], RainGenerator]:

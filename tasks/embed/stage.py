@@ -10,11 +10,11 @@ import pyarrow.dataset as ds
 
 from data_manifests import RunLayout, get_schema, read_table
 
-from .config import EmbedConfig, IndexConfig, IngestConfig
-from .embedders import Embedder, nonfinite_rows
-from .faiss_index import build_index, load_index, save_index
-from .pipeline import spec
-from .stage import Stage, stage_reject
+from tasks.config import EmbedConfig, IndexConfig, IngestConfig
+from tasks.embed.backends import Embedder, nonfinite_rows
+from tasks.embed.faiss_index import build_index, load_index, save_index
+from tasks.pipeline import spec
+from tasks.stage import Stage, stage_reject
 
 STAGE = "embed"
 TEXT_INDEX = "gallery_text.faiss"
@@ -39,7 +39,7 @@ def _list_column(matrix: np.ndarray) -> pa.Array:
 def embed_shard(items: pd.DataFrame, embedder: Embedder, cfg: EmbedConfig,
                 ingest: IngestConfig | None = None) -> tuple[pa.Table, list[dict]]:
     """items: item_id, kind, path, source, caption. Both embeddings must be finite to keep an item."""
-    from .image_batches import iter_batches  # torch: imported only where a shard is processed
+    from tasks.image_batches import iter_batches  # torch: imported only where a shard is processed
 
     ingest = ingest or IngestConfig()
     info = {row.item_id: row for row in items.itertuples(index=False)}
@@ -104,7 +104,7 @@ def build_gallery_indexes(run: RunLayout, cfg: IndexConfig, model_id: str) -> di
 
 
 def _index_current(path: Path, model_id: str, ids: list[str], cfg: IndexConfig) -> bool:
-    from .faiss_index import IndexMismatch
+    from tasks.embed.faiss_index import IndexMismatch
 
     try:  # an index of another model is replaced: the embed stage redid its embeddings first
         idx = load_index(path, expect_model_id=model_id)
@@ -117,7 +117,7 @@ def embed_items(run: RunLayout) -> pd.DataFrame:
     """Every captioned item with its caption and image path."""
     from data_manifests import read_manifest
 
-    from .captioning import caption_items
+    from tasks.caption.stage import caption_items
 
     captions = read_manifest(run.manifest("captions"), "captions", columns=["item_id", "kind", "caption"])
     return caption_items(run).merge(captions, on=["item_id", "kind"], how="inner")
@@ -132,7 +132,7 @@ class EmbedStage(Stage):
     CODE_VERSION = 1
 
     def ref(self):
-        from .config import require_local_model
+        from tasks.config import require_local_model
 
         if self.cfg.models.embedder is None:
             raise ValueError("models.embedder: not set in the config")
@@ -145,12 +145,12 @@ class EmbedStage(Stage):
         return {"ingest.max_pixels": self.cfg.ingest.max_pixels, "models.embedder.options": self.ref().options}
 
     def model_id(self) -> str:
-        from .embedders import embedder_model_id
+        from tasks.embed.backends import embedder_model_id
 
         return embedder_model_id(self.ref())
 
     def setup_key(self) -> str:
-        from .stage import digest
+        from tasks.stage import digest
 
         return digest(["embed", self.ref().model_dump(mode="json"), self.cfg.embed.model_dump(mode="json")])
 
@@ -158,7 +158,7 @@ class EmbedStage(Stage):
         return embed_items(run)
 
     def setup(self) -> None:
-        from .embedders import build_embedder
+        from tasks.embed.backends import build_embedder
 
         self.embedder = build_embedder(self.ref(), self.cfg.embed)
 

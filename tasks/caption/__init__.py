@@ -1,0 +1,1 @@
+"""Caption: captioner backends and the caption stage."""

@@ -1,0 +1,1 @@
+"""Embed: embedder backends, FAISS indexes and the embed stage."""

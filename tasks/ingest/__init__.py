@@ -1,0 +1,1 @@
+"""Ingest: sources, dataset adapters, the ingest stage."""

@@ -1,0 +1,1 @@
+"""Offline helpers: rain synthesis and tiny random-weight models."""

@@ -1,0 +1,1 @@
+"""Retrieve: the three retrieval levels, SSIM and the retrieve stage."""

@@ -1,0 +1,1 @@
+"""Select: the cut and its reports."""

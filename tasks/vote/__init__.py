@@ -1,0 +1,1 @@
+"""Vote: judge backends, the answer cache and the vote stage."""
