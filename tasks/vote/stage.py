@@ -57,7 +57,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from data_manifests import ManifestError, RunLayout, get_schema, read_manifest, shard_complete, write_shard
+from data_manifests import ManifestError, RunLayout, get_schema, read_manifest
 from data_manifests.reader import check_file_schema
 from tasks.config import ModelRef, VoteConfig
 from tasks.vote.judge_cache import JudgeCache, is_final_error
