@@ -182,11 +182,19 @@ def test_train_and_evaluate_flows(tmp_path, data_dir, prefect_harness):
     import asyncio
 
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
     async def keys():
+        # Exact keys, newest first: other tests of the session make `run-*` artifacts too, and a
+        # prefix query can pass the server's page limit before reaching these.
+        wanted = ["run-training-progress", "run-evaluation"]
         async with get_client() as client:
-            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="run-")))
-            return {a.key: a for a in arts}
+            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=wanted)),
+                                               sort=ArtifactSort.CREATED_DESC)
+        latest = {}
+        for a in arts:
+            latest.setdefault(a.key, a)
+        return latest
 
     arts = asyncio.run(keys())
     assert arts["run-training-progress"].data == 100.0
