@@ -173,13 +173,6 @@ def require_local_model(ref: ModelRef, key: str) -> None:
                                   "read from the config's folder)")
 
 
-def _existing(value: str, base: Path, key: str, origin: str) -> str:
-    resolved = resolve_path(value, base)
-    if not Path(resolved).exists():
-        raise ConfigError(f"{origin}: {key}: not found: {resolved} (relative paths are read from the config's folder)")
-    return resolved
-
-
 def resolve_config_paths(data: dict[str, Any], base: Path, origin: str = "config") -> dict[str, Any]:
     """Every path of a raw config read from `base` (the config's folder); see the module docstring."""
     data = dict(data)
@@ -201,7 +194,12 @@ def resolve_config_paths(data: dict[str, Any], base: Path, origin: str = "config
                                 for i, r in enumerate(models["judges"])]
         data["models"] = models
     if isinstance(data.get("train"), dict) and isinstance(data["train"].get("model"), str):
-        data["train"] = {**data["train"], "model": _existing(data["train"]["model"], base, "train.model", origin)}
+        from unirain_model.config import resolve_model_path
+
+        try:
+            data["train"] = {**data["train"], "model": str(resolve_model_path(data["train"]["model"], base))}
+        except ConfigError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
     if isinstance(data.get("evaluate"), dict):
         ev = dict(data["evaluate"])
         for key in ("data", "manifests"):
@@ -224,11 +222,10 @@ def load_run_config(path: str | Path) -> RunConfig:
     path = Path(path)
     data = resolve_config_paths(load_yaml(path), path.parent.resolve(), str(path))
     cfg = parse_run_config(data, str(path))
-    if "model" not in (data.get("train") or {}):  # the built-in default names a file of the repository
-        from unirain_model.config import REPO_ROOT
+    if "model" not in (data.get("train") or {}) and isinstance(cfg.train.model, str):
+        from unirain_model.config import resolve_model_path  # the built-in default: a file of the repository
 
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
-            update={"model": resolve_path(cfg.train.model, REPO_ROOT)})}) if isinstance(cfg.train.model, str) else cfg
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"model": str(resolve_model_path(cfg.train.model))})})
     from tasks.model_options import validate_models  # each backend's `options:`, named by key
 
     validate_models(cfg.models, origin=str(path))

@@ -124,8 +124,9 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
         raise ConfigError(f"{path}: train: must be a mapping")
     section = {**section, **{k: v for k, v in overrides.items() if v is not None}}
     cfg = parse_train_config(section, origin=str(path))
-    if isinstance(cfg.model, str):
-        cfg = cfg.model_copy(update={"model": str(resolve_model_path(cfg.model, path.parent))})
+    if isinstance(cfg.model, str):  # the built-in default names a file of the repository
+        base = path.parent if "model" in section else None
+        cfg = cfg.model_copy(update={"model": str(resolve_model_path(cfg.model, base))})
     return cfg
 
 
@@ -135,22 +136,22 @@ def load_eval_config(path: str | Path | None, **overrides: Any) -> EvalConfig:
     base = Path(path).parent if path else Path.cwd()
     for key in ("data", "manifests"):
         if isinstance(data.get(key), list):
-            data[key] = [str(base / p) if not Path(p).is_absolute() and (base / p).exists() else p for p in data[key]]
+            data[key] = [str((base / p).resolve()) for p in data[key]]  # absolute stays absolute
     return parse_eval_config({**data, **{k: v for k, v in overrides.items() if v is not None}}, str(path or "evaluate"))
 
 
 def resolve_model_path(ref: str, config_dir: Path | None = None) -> Path:
-    """A model YAML path: as given (absolute or from the working directory), next to the run
-    config, or from the repository root."""
-    candidates = [Path(ref)]
-    if config_dir is not None:
-        candidates.append(config_dir / ref)
-    candidates.append(REPO_ROOT / ref)
-    candidates = list(dict.fromkeys(c.absolute() for c in candidates))
-    for c in candidates:
-        if c.is_file():
-            return c.resolve()
-    raise ConfigError(f"train.model: model config not found: {ref} (looked in {', '.join(str(c) for c in candidates)})")
+    """The one resolver of `train.model`: a relative path is read from the run config's folder
+    (`config_dir`), never from the working directory; without a config (the built-in default) from
+    the repository root. The error names the resolved path."""
+    path = Path(ref).expanduser()
+    if not path.is_absolute():
+        path = (config_dir if config_dir is not None else REPO_ROOT) / path
+    path = path.resolve()
+    if not path.is_file():
+        raise ConfigError(f"train.model: not found: {path} "
+                          "(relative paths are read from the config's folder)")
+    return path
 
 
 def model_config(cfg: TrainConfig) -> dict[str, Any]:
