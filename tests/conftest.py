@@ -25,3 +25,14 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Model tests on one torch thread: the machine's cores are shared (and spinning threads were slow)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from tests.test_train import TINY_MODEL, make_paper_folder
@@ -18,12 +16,7 @@ from unirain_model.data import read_pairs
 TYPES = ("day_streak", "day_drop", "night_streak", "night_drop")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture()

@@ -24,12 +24,7 @@ TINY_MODEL = {"type": "unirain", "dim": 8, "num_blocks": [1, 1], "heads": [1, 1]
 SIZES = [(40, 52), (35, 70)]  # neither a multiple of 16: the released protocol must crop them
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_test_set(root: Path, seed: int = 0) -> Path:

@@ -15,12 +15,7 @@ TINY_MODEL = {"type": "unirain", "dim": 8, "num_blocks": [1, 1], "heads": [1, 1]
               "expert_expansion": 1.0, "num_experts": 2, "top_k": 1}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("size,tile,overlap", [(512, 256, 32), (300, 256, 32), (257, 64, 16), (64, 64, 8), (40, 64, 8)])

@@ -16,12 +16,7 @@ from unirain_model.data import TrainCrops, TypeTable, iters_per_epoch, read_pair
 from unirain_model.trainer import reweighting_period, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _table(counts: dict[str, int]) -> TypeTable:

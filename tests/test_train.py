@@ -22,13 +22,7 @@ TINY_MODEL = {"type": "unirain", "dim": 8, "num_blocks": [1, 1], "heads": [1, 1]
 FOLDERS = ("drs", "drd", "nrs", "nrd")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two busy cores: one intra-op thread is far faster than two fighting others (and deterministic).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_paper_folder(root: Path, folders=FOLDERS, per_type: int = 3, seed: int = 0, bad: bool = False) -> Path:
