@@ -20,10 +20,12 @@ prints one markdown row:
 
 Ablations are one change at a time: `--set key=value` overrides a model-config key (e.g.
 `--set decoder_ffn=dense`), `--lr/--warmup/--crop/--batch/--wd/--aux` the training settings,
-`--loss l1|l2|berhu` the reconstruction loss and `--switch-at N --switch-to l1` a second loss after
+`--loss l1|l2|berhu|charbonnier|psnr` the reconstruction loss and `--switch-at N --switch-to l1` a second loss after
 iteration N (the trainer's `l2_iters: N` is `--loss l2 --switch-at N`), `--patch NAME` a change after
 building (`default_output`: the output projection's init before the fix; `small_output`, `zero_routers`).
-`--json` appends the result to a file so a table can be rebuilt. `cnn` is the plain residual CNN of
+`--optim adam --schedule constant --aux 0` leaves the trainer's recipe for issue 11's control recipe
+(torch.optim.Adam, no weight decay, constant lr), `--sampler shuffle` draws from one merged list,
+`--eval-every N` prints the test gain on the way. `--json` appends the result to a file so a table can be rebuilt. `cnn` is the plain residual CNN of
 issue 11 (8 convs, 48 channels, LeakyReLU), the peer the derainer must at least match. The runs and
 what they showed: docs/training.md, "Why it did not learn, and the fix".
 """
@@ -126,7 +128,24 @@ def _berhu(err, c: float = 0.02):
     return a.where(a <= c, (a * a + c * c) / (2 * c))
 
 
-LOSSES = {"l2": lambda e: e * e, "berhu": _berhu}
+def _charbonnier(err, eps: float = 1e-3):
+    """sqrt(e² + ε²): L1 away from zero, smooth (L2-like) within ε of it (MPRNet/Restormer's loss)."""
+    return (err * err + eps * eps).sqrt()
+
+
+LOSSES = {"l2": lambda e: e * e, "berhu": _berhu, "charbonnier": _charbonnier}
+
+
+def per_sample_fit(kind: str, err):
+    """Per-sample training loss. `psnr`: 10·log10(MSE) per sample (minimising it maximises PSNR;
+    its gradient is the MSE's divided by the sample's own MSE, so easy samples are not drowned out)."""
+    import torch
+
+    if kind == "l1":
+        return err.abs().flatten(1).mean(1)
+    if kind == "psnr":
+        return 10 * torch.log10(err.square().flatten(1).mean(1) + 1e-8)
+    return LOSSES[kind](err).flatten(1).mean(1)
 
 
 def _parse_value(text: str):
@@ -196,18 +215,24 @@ def run(args) -> dict:
     for name in args.patch:
         PATCHES[name](model)
     params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd, eps=args.eps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.iters, args.warmup, 0.0))
+    if args.optim == "adam":  # torch.optim.Adam: no weight decay at all (issue 11's control recipe)
+        opt = torch.optim.Adam(model.parameters(), lr=args.lr, eps=args.eps)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd, eps=args.eps)
+    if args.schedule == "constant":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.iters, args.warmup, 0.0))
     weights = np.full(len(table.types), 1.0 / len(table.types))
-    loader = train_loader(table, args.crop, args.batch, args.seed, 0, args.iters)
+    loader = train_loader(table, args.crop, args.batch, args.seed, 0, args.iters, sampler=args.sampler)
     tail = max(1, args.iters // 4)
-    l1s, ids, curve, win = [], [], [], [0.0, 0.0]
+    l1s, ids, curve, win, gain_curve = [], [], [], [0.0, 0.0], []
     t0 = time.perf_counter()
     for it, (x, y, type_idx) in enumerate(loader, 1):
         pred = model(x)
         per_sample = (pred - y).abs().flatten(1).mean(1)
         kind = args.loss if it <= args.switch_at else args.switch_to
-        fit = per_sample if kind == "l1" else LOSSES[kind](pred - y).flatten(1).mean(1)
+        fit = per_sample if kind == "l1" else per_sample_fit(kind, pred - y)
         loss = weighted_type_loss(fit, type_idx, weights) + args.aux * model.aux_loss()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -225,11 +250,17 @@ def run(args) -> dict:
         if it % max(1, args.iters // 10) == 0:  # L1 / identity L1 over each tenth of the run
             curve.append(round(win[0] / win[1], 3))
             win = [0.0, 0.0]
+        if args.eval_every and it % args.eval_every == 0 and it < args.iters:  # mean gain on the way
+            g = evaluate(model, test)
+            gain_curve.append([it, round(float(np.mean(list(g.values()))), 3)])
+            print(f"  it {it}: mean gain {gain_curve[-1][1]:+.3f} dB "
+                  + " ".join(f"{t}:{v:+.2f}" for t, v in g.items()), flush=True)
     seconds = time.perf_counter() - t0
     gains = evaluate(model, test)
     result = {"label": args.label or f"{Path(args.model).stem} {' '.join(args.set)}".strip(),
               "model": args.model, "set": args.set, "patch": args.patch, "params": params, "iters": args.iters, "crop": args.crop,
               "batch": args.batch, "lr": args.lr, "warmup": args.warmup, "wd": args.wd, "aux": args.aux, "loss": args.loss,
+              "optim": args.optim, "sampler": args.sampler, "schedule": args.schedule, "gain_curve": gain_curve,
               "switch": [args.switch_at, args.switch_to] if args.switch_at < args.iters else None,
               "seconds": round(seconds, 1), "train_l1": round(float(np.mean(l1s)), 5),
               "identity_l1": round(float(np.mean(ids)), 5), "l1_ratio_curve": curve,
@@ -269,9 +300,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--wd", type=float, default=1e-2)
     r.add_argument("--eps", type=float, default=1e-8)
     r.add_argument("--aux", type=float, default=0.01)
-    r.add_argument("--loss", choices=("l1", "l2", "berhu"), default="l1", help="l1: the trainer's loss")
+    losses = ("l1", "l2", "berhu", "charbonnier", "psnr")
+    r.add_argument("--loss", choices=losses, default="l1", help="l1: the trainer's loss")
     r.add_argument("--switch-at", type=int, default=10**9, help="use --switch-to after this iteration")
-    r.add_argument("--switch-to", choices=("l1", "l2", "berhu"), default="l1")
+    r.add_argument("--switch-to", choices=losses, default="l1")
+    r.add_argument("--optim", choices=("adamw", "adam"), default="adamw",
+                   help="adamw: the trainer's (with --wd); adam: torch.optim.Adam, no weight decay")
+    r.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                   help="cosine: the trainer's warm-up + cosine to 0; constant: --lr throughout")
+    r.add_argument("--sampler", choices=("balanced", "shuffle"), default="balanced",
+                   help="balanced: type-balanced batches (the trainer's default); shuffle: one merged list")
+    r.add_argument("--eval-every", type=int, default=0, help="also print the test gain every N iterations")
     r.add_argument("--clip", type=float, default=None)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--threads", type=int, default=1)
