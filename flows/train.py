@@ -58,12 +58,21 @@ def train_flow(run: str, config: str, manifest: str | None = None, iters: int | 
             manifest, or its candidates before voting exists.
         iters: total iterations, overriding the config (a resumed run stops there too).
         device: auto, cpu, cuda or cuda:N, overriding the config.
-        require_distilled: train only when the run has a distilled manifest; the deployment trigger sets
-            it, so a distill stopped early (`--until retrieve`) does not start training on raw candidates.
+        require_distilled: train only when the run's distillation is complete: a distilled manifest and no
+            `undecided` pair; the deployment trigger sets it, so neither a distill stopped early (`--until
+            retrieve`) nor one a judge outage left open starts training.
     """
     if require_distilled and not shard_files(RunLayout.at(run).manifest("distilled")):
         print(f"train: {run} has no distilled manifest (distill stopped before select): nothing to train on")
         return {"skipped": "no distilled manifest"}
+    if require_distilled:
+        from tasks.undecided import undecided_pairs
+
+        open_pairs = undecided_pairs(run)
+        if open_pairs:  # `require_distilled` means complete: a judge outage left pairs to ask again
+            print(f"train: {run} has {open_pairs} undecided pairs (rerun distill to ask the judges again): "
+                  f"not training on an incomplete distillation")
+            return {"skipped": f"{open_pairs} undecided pairs"}
     from unirain_model.config import load_eval_config, load_train_config
     from unirain_model.trainer import train
 

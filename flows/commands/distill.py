@@ -52,4 +52,9 @@ def run(args) -> int:
         print(line)
     print(f"run {layout.root} (through {args.until})\n" + format_table(funnel_table(layout)))
     print(f"manifests: {layout.root / 'manifests'}   reports: {layout.reports}")
+    from tasks.undecided import undecided_notice
+
+    notice = undecided_notice(layout)  # a judge outage leaves pairs open: say so, a rerun asks again
+    if notice:
+        print(notice)
     return 0

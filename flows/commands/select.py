@@ -54,4 +54,9 @@ def run(args) -> int:
         print(f"{counts['needs_skipped_judge']} pairs need a judge the cascade skipped: rerun the vote stage "
               f"with vote.threshold: {counts['threshold']:g}")
     print(f"reports: {layout.reports}")
+    from tasks.undecided import undecided_notice
+
+    notice = undecided_notice(layout)
+    if notice:
+        print(notice)
     return 0
