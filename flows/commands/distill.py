@@ -39,6 +39,17 @@ def run(args) -> int:
     from tasks.funnel import format_table, funnel_table
 
     stages = [s for s in stages_until(args.until) if s != "ingest" or cfg.sources or cfg.gallery]
+    if "ingest" in stages:  # an empty source is warned about, an all-empty run refused, before any stage
+        import sys
+
+        from tasks.ingest.empty import EXIT_NOTHING_INGESTED, empty_sources, nothing_line
+
+        warnings, found = empty_sources(cfg.sources, cfg.gallery)
+        for line in warnings:
+            print(line, file=sys.stderr)
+        if not found:
+            print(f"unirain distill: error: {nothing_line(args.run)}", file=sys.stderr)
+            return EXIT_NOTHING_INGESTED
     finished = check_finished(cfg, args.run, stages)
     if finished is not None:  # nothing to redo: no Prefect flow run, only the checks
         lines = [report.line() for report in finished]

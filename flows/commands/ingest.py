@@ -42,6 +42,16 @@ def run(args) -> int:
         check_run(args.run, cfg, args.config or "the default config")
     except (ValueError, ConfigError, ManifestError) as exc:
         raise UserError(str(exc)) from None
+    import sys
+
+    from tasks.ingest.empty import EXIT_NOTHING_INGESTED, empty_sources, nothing_line
+
+    warnings, found = empty_sources(args.source, args.gallery)  # from the listing: before Prefect starts
+    for line in warnings:
+        print(line, file=sys.stderr)
+    if not found:
+        print(f"unirain ingest: error: {nothing_line(args.run)}", file=sys.stderr)
+        return EXIT_NOTHING_INGESTED
     from data_manifests import RunLayout
     from tasks.funnel import format_table, funnel_table
 
@@ -51,3 +61,4 @@ def run(args) -> int:
     print(report["line"])
     print(format_table(funnel_table(RunLayout.at(args.run))))
     return 0
+
