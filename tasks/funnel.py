@@ -19,9 +19,33 @@ def _reasons(frame: pd.DataFrame) -> str:
     return ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items()))
 
 
-def funnel_table(run: RunLayout) -> pd.DataFrame:
-    candidates = read_manifest(run.manifest("candidates"), "candidates", columns=["pair_id", "source"])
-    rejects = read_manifest(run.rejects, "rejects")
+def read_intact(folder, manifest: str, columns=None, damaged: list | None = None) -> pd.DataFrame:
+    """`read_manifest`, or with `damaged` given: the readable shards only, each unreadable one (truncated,
+    corrupt, another schema) appended to `damaged` as (path, why) instead of failing the whole read."""
+    if damaged is None:
+        return read_manifest(folder, manifest, columns=columns)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from data_manifests import ManifestError, get_schema
+    from data_manifests.reader import check_file_schema
+
+    schema = get_schema(manifest)
+    frames = [schema.arrow.empty_table().select(columns or schema.arrow.names).to_pandas()]
+    for path in shard_files(folder):
+        try:
+            check_file_schema(path, schema)
+            frames.append(pq.read_table(path, columns=columns, schema=schema.arrow).to_pandas())
+        except (ManifestError, pa.ArrowException, OSError) as exc:
+            damaged.append((path, str(exc).splitlines()[0][:200]))
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def funnel_table(run: RunLayout, damaged: list | None = None) -> pd.DataFrame:
+    """Kept and rejected per source and stage. With `damaged` (a list), unreadable shards are left out
+    and listed there as (path, why) instead of failing the table (`unirain inspect`)."""
+    candidates = read_intact(run.manifest("candidates"), "candidates", ["pair_id", "source"], damaged)
+    rejects = read_intact(run.rejects, "rejects", None, damaged)
     source_of = dict(zip(candidates["pair_id"], candidates["source"]))
     rows = []
     for stage, manifest, id_col, row_filter in STAGES:
@@ -30,7 +54,7 @@ def funnel_table(run: RunLayout) -> pd.DataFrame:
         if not shard_files(folder) and not len(stage_rejects):
             continue
         columns = [id_col] + ([row_filter[0]] if row_filter else [])  # never the embedding vectors
-        kept = read_manifest(folder, manifest, columns=columns)
+        kept = read_intact(folder, manifest, columns, damaged)
         if row_filter and len(kept):
             kept = kept[kept[row_filter[0]] == row_filter[1]]
         kept_sources = kept[id_col].drop_duplicates().map(source_of).dropna() if len(kept) else pd.Series([], dtype=str)
@@ -40,7 +64,7 @@ def funnel_table(run: RunLayout) -> pd.DataFrame:
             reject_sources = stage_rejects["item_id"].map(source_of).fillna(reject_sources)
         stage_rejects = stage_rejects.assign(source=reject_sources)
         if stage == "ingest":  # gallery images live beside candidates at ingest
-            gallery = read_manifest(run.manifest("gallery"), "gallery", columns=["source"])
+            gallery = read_intact(run.manifest("gallery"), "gallery", ["source"], damaged)
             kept_counts = pd.concat([kept_counts, ("gallery:" + gallery["source"]).value_counts()])
             gallery_rejects = ~stage_rejects["source"].isin(set(candidates["source"]) | set(kept_counts.index))
             stage_rejects.loc[gallery_rejects, "source"] = "gallery:" + stage_rejects.loc[gallery_rejects, "source"]

@@ -23,8 +23,14 @@ def run(args) -> int:
 
     from tasks.stage import stage_status
 
-    frame = funnel_table(layout)
+    damaged: list = []  # a truncated or corrupt shard is named and left out; the rest is still shown
+    frame = funnel_table(layout, damaged)
     stages = pd.DataFrame(stage_status(layout))
+    import sys
+
+    for path, why in dict(damaged).items():
+        print(f"warning: damaged manifest shard {path} left out of the counts ({why}); "
+              f"`unirain distill` redoes it", file=sys.stderr)
     if args.json:
         print(frame.to_json(orient="records"))
     else:
