@@ -161,9 +161,11 @@ def _model_path(value: str, base: Path, key: str, origin: str) -> str:
     return resolve_path(value, base)  # checked by the stage that loads it (`require_local_model`)
 
 
-def require_local_model(ref: ModelRef, key: str) -> None:
+def require_local_model(ref: ModelRef, key: str, kind: tuple[str, Any] | None = None) -> None:
     """A model given as a local path must exist; the error names the key and the resolved path.
-    Checked when a stage needs the model, so `ingest` or `select` run before the models are there."""
+    Checked when a stage needs the model, so `ingest` or `select` run before the models are there.
+    `kind` (what, accepts(path)) also refuses a folder of the wrong kind, judged from its config
+    files without loading weights (`tasks.model_kind`)."""
     for field in ("name", "pretrained"):
         value = getattr(ref, field)
         if isinstance(value, str) and value.startswith(("/", "local-dir:/")):
@@ -171,6 +173,10 @@ def require_local_model(ref: ModelRef, key: str) -> None:
             if not path.exists():
                 raise ConfigError(f"{key}.{field}: local model not found: {path} (relative paths in a config are "
                                   "read from the config's folder)")
+            if kind is not None and field == "name":
+                from tasks.model_kind import require_kind
+
+                require_kind(path, f"{key}.{field}", kind[0], kind[1])
 
 
 def resolve_config_paths(data: dict[str, Any], base: Path, origin: str = "config") -> dict[str, Any]:

@@ -32,6 +32,13 @@ def run(args) -> int:
         parse_sources(cfg.sources)
         parse_gallery(cfg.gallery)
         num_shards = check_run(args.run, cfg, args.config)
+        if not (cfg.sources or cfg.gallery):  # nothing to ingest: the run must hold candidates already
+            from data_manifests import RunLayout
+            from tasks.stage import read_state
+
+            if not RunLayout.at(args.run).is_run() or not read_state(RunLayout.at(args.run), "ingest"):
+                raise ConfigError(f"{args.config}: sources: none listed and {args.run} has no candidates: add "
+                                  "`sources:` and `gallery:` to the config or run `unirain ingest` first")
         preflight(cfg, num_shards, [s for s in stages_until(args.until) if s != "ingest"])
     except (ConfigError, ManifestError, ValueError, RegistryError, ModelLoadError) as exc:
         raise UserError(str(exc)) from None

@@ -67,7 +67,11 @@ class CaptionStage(Stage):
 
         if self.cfg.models.captioner is None:
             raise ValueError("models.captioner: not set in the config")
-        require_local_model(self.cfg.models.captioner, "models.captioner")
+        from tasks.model_kind import is_blip_captioner
+
+        ref = self.cfg.models.captioner
+        require_local_model(ref, "models.captioner",
+                            ("BLIP captioner", is_blip_captioner) if ref.backend == "blip" else None)
         return self.cfg.models.captioner
 
     def config_section(self) -> dict:

@@ -136,7 +136,11 @@ class EmbedStage(Stage):
 
         if self.cfg.models.embedder is None:
             raise ValueError("models.embedder: not set in the config")
-        require_local_model(self.cfg.models.embedder, "models.embedder")
+        from tasks.model_kind import is_open_clip_folder
+
+        ref = self.cfg.models.embedder
+        require_local_model(ref, "models.embedder",
+                            ("OpenCLIP model folder (open_clip_config.json)", is_open_clip_folder) if ref.backend == "open_clip" else None)
         return self.cfg.models.embedder
 
     def config_section(self) -> dict:

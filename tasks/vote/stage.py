@@ -369,6 +369,13 @@ class VoteStage(Stage):
         judges = self.cfg.models.judges
         if len(judges) != 3:
             raise ValueError(f"models.judges: majority voting needs exactly three judges, the config has {len(judges)}")
+        from tasks.config import require_local_model
+        from tasks.model_kind import is_vision_language_judge
+
+        for i, ref in enumerate(judges):  # a missing or wrong-kind local judge fails before any stage
+            require_local_model(ref, f"models.judges[{i}]", ("vision-language judge (LLaVA, Qwen2-VL, ...)",
+                                                             is_vision_language_judge)
+                                if ref.backend == "transformers" else None)
         return judges
 
     def meta(self) -> VoteMeta:
