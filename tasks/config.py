@@ -161,11 +161,12 @@ def _model_path(value: str, base: Path, key: str, origin: str) -> str:
     return resolve_path(value, base)  # checked by the stage that loads it (`require_local_model`)
 
 
-def require_local_model(ref: ModelRef, key: str, kind: tuple[str, Any] | None = None) -> None:
+def require_local_model(ref: ModelRef, key: str, backend: Any = None) -> None:
     """A model given as a local path must exist; the error names the key and the resolved path.
     Checked when a stage needs the model, so `ingest` or `select` run before the models are there.
-    `kind` (what, accepts(path)) also refuses a folder of the wrong kind, judged from its config
-    files without loading weights (`tasks.model_kind`)."""
+    A backend class's `folder_kind` (what, accepts(path)) also refuses a folder of the wrong kind,
+    judged from its config files without loading weights (`tasks.model_kind`)."""
+    kind = getattr(backend, "folder_kind", None)
     for field in ("name", "pretrained"):
         value = getattr(ref, field)
         if isinstance(value, str) and value.startswith(("/", "local-dir:/")):

@@ -18,6 +18,7 @@ from data_manifests.config_base import Section
 from data_manifests.registry import Registry
 from tasks.config import CaptionConfig, ModelRef
 from tasks.model_ids import ModelLoadError, local_model_id, pick_device
+from tasks.model_kind import is_blip_captioner
 from tasks.model_options import parse_options
 
 
@@ -80,6 +81,7 @@ class BlipCaptioner(Captioner):
     """
 
     Options = BlipOptions
+    folder_kind = ("BLIP captioner", is_blip_captioner)
 
     def __init__(self, ref: ModelRef, cfg: CaptionConfig):
         import torch

@@ -65,14 +65,13 @@ class CaptionStage(Stage):
     def ref(self):
         from tasks.config import require_local_model
 
-        if self.cfg.models.captioner is None:
-            raise ValueError("models.captioner: not set in the config")
-        from tasks.model_kind import is_blip_captioner
-
         ref = self.cfg.models.captioner
-        require_local_model(ref, "models.captioner",
-                            ("BLIP captioner", is_blip_captioner) if ref.backend == "blip" else None)
-        return self.cfg.models.captioner
+        if ref is None:
+            raise ValueError("models.captioner: not set in the config")
+        from tasks.caption.backends import CAPTIONERS
+
+        require_local_model(ref, "models.captioner", CAPTIONERS.get(ref.backend))
+        return ref
 
     def config_section(self) -> dict:
         return {"caption.max_new_tokens": self.cfg.caption.max_new_tokens,

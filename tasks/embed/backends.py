@@ -26,6 +26,7 @@ from data_manifests.config_base import Section
 from data_manifests.registry import Registry
 from tasks.config import EmbedConfig, ModelRef
 from tasks.model_ids import ModelLoadError, local_model_id, pick_device
+from tasks.model_kind import is_open_clip_folder
 from tasks.model_options import parse_options
 
 
@@ -90,6 +91,7 @@ class OpenClipEmbedder(Embedder):
     """
 
     Options = OpenClipOptions
+    folder_kind = ("OpenCLIP model folder (open_clip_config.json)", is_open_clip_folder)
 
     def __init__(self, ref: ModelRef, cfg: EmbedConfig):
         import open_clip

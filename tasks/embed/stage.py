@@ -134,14 +134,13 @@ class EmbedStage(Stage):
     def ref(self):
         from tasks.config import require_local_model
 
-        if self.cfg.models.embedder is None:
-            raise ValueError("models.embedder: not set in the config")
-        from tasks.model_kind import is_open_clip_folder
-
         ref = self.cfg.models.embedder
-        require_local_model(ref, "models.embedder",
-                            ("OpenCLIP model folder (open_clip_config.json)", is_open_clip_folder) if ref.backend == "open_clip" else None)
-        return self.cfg.models.embedder
+        if ref is None:
+            raise ValueError("models.embedder: not set in the config")
+        from tasks.embed.backends import EMBEDDERS
+
+        require_local_model(ref, "models.embedder", EMBEDDERS.get(ref.backend))
+        return ref
 
     def config_section(self) -> dict:
         # not `index:`: the embeddings do not depend on it (the indexes are rebuilt in `finish`, and

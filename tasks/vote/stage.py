@@ -370,12 +370,10 @@ class VoteStage(Stage):
         if len(judges) != 3:
             raise ValueError(f"models.judges: majority voting needs exactly three judges, the config has {len(judges)}")
         from tasks.config import require_local_model
-        from tasks.model_kind import is_vision_language_judge
+        from tasks.vote.judges import JUDGES
 
         for i, ref in enumerate(judges):  # a missing or wrong-kind local judge fails before any stage
-            require_local_model(ref, f"models.judges[{i}]", ("vision-language judge (LLaVA, Qwen2-VL, ...)",
-                                                             is_vision_language_judge)
-                                if ref.backend == "transformers" else None)
+            require_local_model(ref, f"models.judges[{i}]", JUDGES.get(ref.backend))
         return judges
 
     def meta(self) -> VoteMeta:

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from tasks.config import ModelRef, VoteConfig
 from tasks.imageio import ImageRejected, load_rgb
+from tasks.model_kind import is_vision_language_judge
 from tasks.vote.judges.base import JUDGES, Judge, JudgeOptions, JudgeRequest, JudgeResult, yes_no_token_ids
 from tasks.vote.judges.prompt import judge_messages
 
@@ -34,6 +35,7 @@ class TransformersJudge(Judge):
     `dtype` ("float32" on CPU, the checkpoint's own dtype on GPU)."""
 
     Options = TransformersOptions
+    folder_kind = ("vision-language judge (LLaVA, Qwen2-VL, ...)", is_vision_language_judge)
 
     def __init__(self, ref: ModelRef, vote: VoteConfig | None = None):
         super().__init__(ref, vote)
