@@ -5,13 +5,18 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from .degradations import RAIN_TYPES as _RAIN_TYPES
+from .degradations import type_folders
 from .levels import SCORE_COLUMNS
 
 META_NAME = b"unirain.manifest"
 META_VERSION = b"unirain.schema_version"
 
-RAIN_TYPES = ("day_streak", "day_drop", "night_streak", "night_drop")
-RAIN_TYPE_FOLDERS = {"day_streak": "drs", "day_drop": "drd", "night_streak": "nrs", "night_drop": "nrd"}
+# The `rain_type` column holds a declared degradation type (data_manifests/degradations.py): the four
+# rain types (the default set) or an all-weather one (snow, fog). Still a string column: no version bump.
+RAIN_TYPES = _RAIN_TYPES
+RAIN_TYPE_FOLDERS = {k: v for k, v in type_folders().items() if k in _RAIN_TYPES}
+TYPE_FOLDERS = type_folders()  # every declared type
 
 # The fixed vocabulary of reject reasons; `detail` carries the specifics.
 REJECT_REASONS = frozenset({

@@ -5,7 +5,8 @@ import pandas as pd
 import pyarrow as pa
 
 from .errors import ManifestError
-from .schemas import RAIN_TYPES, REJECT_REASONS, ManifestSchema
+from .degradations import all_types
+from .schemas import REJECT_REASONS, ManifestSchema
 
 
 def to_table(rows, schema: ManifestSchema) -> pa.Table:
@@ -37,9 +38,9 @@ def validate_table(table: pa.Table, schema: ManifestSchema) -> None:
         if not field.nullable and table.column(field.name).null_count:
             raise ManifestError(f"{schema.name}: column {field.name!r} has null values")
     if "rain_type" in table.column_names:
-        bad = set(table.column("rain_type").to_pylist()) - set(RAIN_TYPES)
+        bad = set(table.column("rain_type").to_pylist()) - set(all_types())
         if bad:
-            raise ManifestError(f"{schema.name}: unknown rain_type {sorted(bad)}; expected one of {RAIN_TYPES}")
+            raise ManifestError(f"{schema.name}: unknown rain_type {sorted(bad)}; expected one of {all_types()}")
     if schema.name == "rejects":
         bad = set(table.column("reason").to_pylist()) - REJECT_REASONS
         if bad:
