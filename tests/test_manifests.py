@@ -59,8 +59,8 @@ def test_validation_names_the_problem(tmp_path):
     with pytest.raises(ManifestError, match="width"):
         write_shard(bad, tmp_path, "p.parquet", schema)
     bad = candidate_rows(1)
-    bad[0]["rain_type"] = "snow"
-    with pytest.raises(ManifestError, match="snow"):
+    bad[0]["rain_type"] = "sandstorm"
+    with pytest.raises(ManifestError, match="sandstorm"):
         write_shard(bad, tmp_path, "p.parquet", schema)
     rej = [{"item_id": "x", "stage": "ingest", "reason": "because", "detail": "", "source": None, "path": None}]
     with pytest.raises(ManifestError, match="vocabulary"):
