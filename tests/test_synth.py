@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data_manifests.degradations import all_types
 from data_manifests.schemas import RAIN_TYPE_FOLDERS, RAIN_TYPES
 from tasks.offline.synth import RAIN_GENERATORS, CleanSource, parse_size, register_rain, render, synthesize_gallery, synthesize_paired
 from tasks.offline.synth import drops, night
@@ -33,12 +34,12 @@ def paired_run(tmp_path_factory) -> Path:
 
 # ---- layout, sizes, determinism -------------------------------------------------------------
 
-def test_registry_holds_the_four_rain_types():
-    assert set(RAIN_GENERATORS) == set(RAIN_TYPES)
+def test_registry_holds_every_declared_type():
+    assert set(RAIN_GENERATORS) == set(RAIN_TYPES) | {"snow", "fog"} == set(all_types())
     with pytest.raises(ValueError, match="rain generator 'day_streak' is already registered"):
         register_rain("day_streak")(lambda clean, rng, profile: None)
-    with pytest.raises(ValueError, match="unknown rain type"):
-        register_rain("snow")
+    with pytest.raises(ValueError, match="unknown degradation type 'sandstorm'"):
+        register_rain("sandstorm")
 
 
 def test_paired_layout_names_and_sizes(paired_run):
@@ -110,8 +111,8 @@ def test_parse_size_refuses(text):
 
 
 def test_bad_arguments_fail_before_writing(tmp_path):
-    with pytest.raises(ValueError, match="unknown rain type"):
-        synthesize_paired(tmp_path, 1, rain_types=["snow"], size=SIZE)
+    with pytest.raises(ValueError, match="unknown degradation type 'sandstorm'"):
+        synthesize_paired(tmp_path, 1, rain_types=["sandstorm"], size=SIZE)
     with pytest.raises(ValueError, match="seed"):
         synthesize_gallery(tmp_path, 1, seed=-1, size=SIZE)
     with pytest.raises(ValueError, match="between 64"):

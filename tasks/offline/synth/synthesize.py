@@ -1,6 +1,8 @@
-"""Write synthetic rain sets: paired (the paper's folder layout) and an unpaired stand-in gallery.
+"""Write synthetic sets: paired (the paper's folder layout) and an unpaired stand-in gallery, for any
+declared degradation types (default: the four rain types; `snow`, `fog` for all-weather).
 
-Each image gets its own generator seeded from (seed, profile, rain type, index), so an image does not
+Each image gets its own generator seeded from (seed, profile, type index, index), the type index
+being the type's place in declaration order (rain types first, so their images never changed), so an image does not
 depend on which others are made or in what order, and the same seed gives the same bytes.
 """
 from __future__ import annotations
@@ -12,7 +14,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .base import PROFILES, RAIN_TYPE_FOLDERS, RAIN_TYPES, RainPair, get_generator
+from data_manifests.degradations import resolve_types, type_index
+
+from .base import PROFILES, RAIN_TYPES, TYPE_FOLDERS, RainPair, get_generator
 from .clean_photos import CleanSource
 from .writer import write_png
 
@@ -49,7 +53,7 @@ def check_seed(seed: int) -> None:
 
 def image_rng(seed: int, profile: str, rain_type: str, index: int) -> np.random.Generator:
     check_seed(seed)
-    return np.random.default_rng([seed, PROFILES.index(profile), RAIN_TYPES.index(rain_type), index])
+    return np.random.default_rng([seed, PROFILES.index(profile), type_index(rain_type), index])
 
 
 def render(source: CleanSource, rain_type: str, profile: str, seed: int, index: int,
@@ -73,25 +77,24 @@ def _refuse_strays(folder: Path, planned: Iterable[str]) -> None:
 def synthesize_paired(out: str | Path, per_type: int, seed: int = 0, clean_dir: str | Path | None = None,
                       size: tuple[int, int] = (256, 256), rain_types: Iterable[str] = RAIN_TYPES,
                       on_item: Callable[[SynthItem], None] | None = None) -> list[SynthItem]:
-    """Write ``OUT/{drs,drd,nrs,nrd}/{input,target}/NAME.png``, ``per_type`` pairs of each rain type."""
+    """Write ``OUT/<folder>/{input,target}/NAME.png`` (drs, drd, nrs, nrd, snow, fog), ``per_type`` pairs of
+    each type in `rain_types` (keys, families or `all`: `data_manifests.resolve_types`)."""
     if per_type < 1:
         raise ValueError(f"per_type must be >= 1, got {per_type}")
-    rain_types = list(rain_types)
-    if unknown := [t for t in rain_types if t not in RAIN_TYPES]:
-        raise ValueError(f"unknown rain type(s) {unknown}; expected some of {RAIN_TYPES}")
+    rain_types = list(resolve_types(rain_types))
     check_seed(seed)
     check_size(size)
     source = CleanSource(clean_dir)
     out = Path(out)
-    plan = [(t, i, f"{RAIN_TYPE_FOLDERS[t]}_{i:05d}.png") for t in rain_types for i in range(per_type)]
+    plan = [(t, i, f"{TYPE_FOLDERS[t]}_{i:05d}.png") for t in rain_types for i in range(per_type)]
     for t in dict.fromkeys(t for t, _, _ in plan):
         names = [n for tt, _, n in plan if tt == t]
         for part in ("input", "target"):
-            _refuse_strays(out / RAIN_TYPE_FOLDERS[t] / part, names)
+            _refuse_strays(out / TYPE_FOLDERS[t] / part, names)
     items = []
     for rain_type, index, name in plan:
         pair = render(source, rain_type, "paired", seed, index, size)
-        folder = out / RAIN_TYPE_FOLDERS[rain_type]
+        folder = out / TYPE_FOLDERS[rain_type]
         item = SynthItem(rain_type, name, write_png(folder / "input" / name, pair.rainy),
                          write_png(folder / "target" / name, pair.target))
         items.append(item)
@@ -101,9 +104,9 @@ def synthesize_paired(out: str | Path, per_type: int, seed: int = 0, clean_dir: 
 
 
 def synthesize_gallery(out: str | Path, n: int, seed: int = 0, clean_dir: str | Path | None = None,
-                       size: tuple[int, int] = (256, 256),
+                       size: tuple[int, int] = (256, 256), rain_types: Iterable[str] = RAIN_TYPES,
                        on_item: Callable[[SynthItem], None] | None = None) -> list[SynthItem]:
-    """Write ``n`` unpaired rainy images to ``OUT/synthetic_<folder>_<index>.png``, the rain types in turn.
+    """Write ``n`` unpaired images to ``OUT/synthetic_<folder>_<index>.png``, the types in turn.
 
     A SYNTHETIC stand-in for a gallery of real rain photos (for demos and tests): it uses the
     generators' ``gallery`` parameter ranges, which differ from the paired ones, but it is not real rain.
@@ -114,8 +117,9 @@ def synthesize_gallery(out: str | Path, n: int, seed: int = 0, clean_dir: str | 
     check_size(size)
     source = CleanSource(clean_dir)
     out = Path(out)
-    plan = [(RAIN_TYPES[i % len(RAIN_TYPES)], i) for i in range(n)]
-    names = [f"synthetic_{RAIN_TYPE_FOLDERS[t]}_{i:05d}.png" for t, i in plan]
+    types = resolve_types(rain_types)
+    plan = [(types[i % len(types)], i) for i in range(n)]
+    names = [f"synthetic_{TYPE_FOLDERS[t]}_{i:05d}.png" for t, i in plan]
     _refuse_strays(out, names)
     items = []
     for (rain_type, index), name in zip(plan, names):
