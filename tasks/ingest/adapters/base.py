@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Iterable, Iterator
 
-from data_manifests import RAIN_TYPES
+from data_manifests.degradations import check_type
 from data_manifests.registry import Registry, package_modules
 
 
@@ -25,7 +25,7 @@ class PairListing:
 
     rainy_path: Path | None
     clean_path: Path | None
-    rain_type: str | None  # None: inferred from the clean image's luminance at ingest
+    rain_type: str | None  # a declared degradation type; None: inferred from the clean image's luminance at ingest
 
 
 class DatasetAdapter:
@@ -165,6 +165,5 @@ def strip_rain_affixes(stem: str) -> str:
 
 
 def check_rain_type(rain_type: str | None) -> str | None:
-    if rain_type is not None and rain_type not in RAIN_TYPES:
-        raise ValueError(f"unknown rain type {rain_type!r}; expected one of {', '.join(RAIN_TYPES)}")
-    return rain_type
+    """A declared degradation type (the rain types, snow, fog) or None; else a ValueError listing them."""
+    return check_type(rain_type, "rain type")
