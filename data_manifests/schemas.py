@@ -36,6 +36,7 @@ REJECT_REASONS = frozenset({
     "undecided",           # too few valid votes to decide; retried on the next run
     "voted_out",
     "below_threshold",     # a retrieval score under the configured minimum
+    "test_leak",           # a near duplicate of a benchmark test image (leak_check.test_sets)
 })
 
 
@@ -130,6 +131,19 @@ RETRIEVAL = register("retrieval", 1, "pair_id", [
     *(f(score, pa.float32()) for score in SCORE_COLUMNS),  # one per retrieval level
     f("semantic_ids", pa.list_(pa.string())),
     f("visual_ids", pa.list_(pa.string())),
+])
+
+# One row per candidate the leak check saw (tasks/leak): the closest test hash in bits, the best match
+# within leak_check.max_distance and its confirmation scores; null where no test set is configured.
+LEAK_CHECK = register("leak_check", 1, "pair_id", [
+    f("pair_id", pa.string()),
+    f("min_test_distance", pa.int16(), nullable=True),
+    f("nearest_test", pa.string(), nullable=True),
+    f("leak_image", pa.string(), nullable=True),   # "clean" or "rainy": the image that matched
+    f("test_distance", pa.int16(), nullable=True),
+    f("test_correlation", pa.float32(), nullable=True),
+    f("clip_cos", pa.float32(), nullable=True),
+    f("test_leak", pa.bool_()),
 ])
 
 VOTES = register("votes", 1, "pair_id", [

@@ -26,7 +26,7 @@ from data_manifests.levels import RETRIEVAL_LEVELS
 from unirain_model.config import EvalConfig, TrainConfig
 
 __all__ = [
-    "ConfigError", "Section", "IngestConfig", "ModelRef", "CaptionConfig", "EmbedConfig", "IndexConfig",
+    "ConfigError", "Section", "IngestConfig", "LeakCheckConfig", "ModelRef", "CaptionConfig", "EmbedConfig", "IndexConfig",
     "RetrievalConfig", "VoteConfig", "SelectConfig", "TaskRunnerConfig", "ModelsConfig", "RunConfig",
     "format_validation_error", "parse_run_config", "load_yaml", "load_run_config", "require_local_model",
 ]
@@ -38,6 +38,19 @@ class IngestConfig(Section):
     min_side: int = Field(64, ge=1, description="images smaller than this on a side are rejected (too_small)")
     max_pixels: int = Field(89_478_485, ge=1, description="more pixels than this is a decompression bomb")
     chunk_size: int = Field(512, ge=1, description="pairs probed per task")
+
+
+class LeakCheckConfig(Section):
+    """The test-set leak check (`tasks/leak`): no candidate may copy an image of a benchmark test set."""
+
+    test_sets: list[str] = Field(default_factory=list, description="benchmark test sets, ADAPTER[.LABEL][:TYPE]=PATH "
+                                                                   "like sources: (relative to the config's folder)")
+    max_distance: int = Field(12, ge=0, le=64, description="perceptual-hash bits (of 64) within which a test image "
+                                                           "(at any of its crops) is a match to confirm")
+    min_correlation: float = Field(0.85, ge=-1.0, le=1.0, description="low-frequency correlation that confirms a "
+                                                                      "hash match (copies >= 0.93, unrelated <= 0.67)")
+    clip_min_cos: float | None = Field(0.8, ge=-1.0, le=1.0, description="with models.embedder set, a match also needs "
+                                                                          "this CLIP image cosine; null: hashes only")
 
 
 class ModelRef(Section):
@@ -115,6 +128,7 @@ class RunConfig(Section):
     sources: list[str] = Field(default_factory=list, description="NAME=PATH or NAME:TYPE=PATH")
     gallery: list[str] = Field(default_factory=list)
     ingest: IngestConfig = IngestConfig()
+    leak_check: LeakCheckConfig = LeakCheckConfig()
     models: ModelsConfig = ModelsConfig()
     caption: CaptionConfig = CaptionConfig()
     embed: EmbedConfig = EmbedConfig()
@@ -189,6 +203,12 @@ def resolve_config_paths(data: dict[str, Any], base: Path, origin: str = "config
             name, sep, path = str(spec).partition("=")
             sources.append(f"{name}={resolve_path(path, base)}" if sep else spec)
         data["sources"] = sources
+    if isinstance(data.get("leak_check"), dict) and isinstance(data["leak_check"].get("test_sets"), list):
+        tests = []
+        for spec in data["leak_check"]["test_sets"]:
+            name, sep, path = str(spec).partition("=")
+            tests.append(f"{name}={resolve_path(path, base)}" if sep else spec)
+        data["leak_check"] = {**data["leak_check"], "test_sets": tests}
     if isinstance(data.get("gallery"), list):
         data["gallery"] = [resolve_path(str(p), base) for p in data["gallery"]]
     if isinstance(data.get("models"), dict):

@@ -24,6 +24,9 @@ class StageSpec:
 PIPELINE: tuple[StageSpec, ...] = (
     StageSpec("ingest", "candidates", "pair_id", "tasks.ingest.stage:IngestStage",
               "Ingest the config's sources and gallery into a run folder (list, hash, probe)."),
+    StageSpec("leak_check", "leak_check", "pair_id", "tasks.leak.stage:LeakCheckStage",
+              "Reject candidates that copy a benchmark test image (leak_check.test_sets; perceptual hashes).",
+              ("test_leak", False)),
     StageSpec("caption", "captions", "item_id", "tasks.caption.stage:CaptionStage",
               "Caption gallery and candidate images (models.captioner).", ("kind", "candidate")),
     StageSpec("embed", "embeddings", "item_id", "tasks.embed.stage:EmbedStage",

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from data_manifests import RunLayout, read_manifest, shard_files
+from tasks.pipeline import STAGE_ORDER
 
 SIZE = (96, 96)
 
@@ -26,7 +27,7 @@ def small_run(tmp_path_factory, tiny_models, prefect_harness):
     cfg = tiny_models.config.model_copy(update={"sources": [f"unirain={root / 'paired'}"],
                                                 "gallery": [str(root / "gallery")]})
     run = root / "run"
-    for name in ("ingest", "caption", "embed", "retrieve"):
+    for name in STAGE_ORDER[:STAGE_ORDER.index("retrieve") + 1]:
         stage(name, run, cfg)
     return RunLayout.at(run), cfg
 
@@ -100,7 +101,8 @@ def test_empty_gallery_fails_at_once(tmp_path, tiny_models, prefect_harness):
 
     synthesize_paired(tmp_path / "paired", per_type=1, seed=5, size=SIZE)
     cfg = tiny_models.config.model_copy(update={"sources": [f"unirain={tmp_path / 'paired'}"]})
-    stage("ingest", tmp_path / "run", cfg)
+    for name in STAGE_ORDER[:STAGE_ORDER.index("caption")]:
+        stage(name, tmp_path / "run", cfg)
     with pytest.raises(ValueError, match="gallery .* is empty"):
         stage("caption", tmp_path / "run", cfg)
     assert not RunLayout.at(tmp_path / "run").manifest("captions").exists()  # refused before any shard

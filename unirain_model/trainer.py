@@ -22,7 +22,7 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -209,17 +209,18 @@ def plot_history(rows: list[dict[str, Any]], types: list[str], path: Path) -> Pa
 
 # ----------------------------------------------------------------------------- training
 def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: ProgressFn | None = None,
-          show_progress_bar: bool = True) -> TrainResult:
+          show_progress_bar: bool = True, types: Sequence[str] | None = None) -> TrainResult:
+    """`types`: the run's degradation types (`data.run_types(config)`); None = every declared type in the data."""
     run_dir = Path(run_dir)
     ddp = _Dist(cfg.device)
     device = ddp.device
     ckpt_dir, reports = run_dir / "checkpoints", run_dir / "reports"
 
-    pairs = read_pairs(data)
+    pairs = read_pairs(data, types=types)
     train_pairs, val_pairs = split_train_val(pairs, cfg.val_fraction)
     if train_pairs.empty:
         raise DataError(f"{data}: no training pairs after the validation split")
-    train_table, val_table = TypeTable.from_frame(train_pairs), TypeTable.from_frame(val_pairs)
+    train_table, val_table = TypeTable.from_frame(train_pairs, types), TypeTable.from_frame(val_pairs, types)
     types = list(train_table.types)
     if list(val_table.types) != types:
         raise DataError(f"{data}: validation split lacks types {sorted(set(types) - set(val_table.types))}")

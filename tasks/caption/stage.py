@@ -7,7 +7,7 @@ from data_manifests import RunLayout, read_manifest
 
 from tasks.caption.backends import Captioner
 from tasks.config import CaptionConfig, IngestConfig
-from tasks.pipeline import spec
+from tasks.pipeline import previous_stage, spec
 from tasks.stage import Stage, stage_reject
 
 STAGE = "caption"
@@ -18,8 +18,9 @@ def caption_items(run: RunLayout) -> pd.DataFrame:
     """Everything to caption: gallery images (`kind=gallery`) and candidates' rainy images (`kind=candidate`)."""
     gallery = run.absolute_paths(read_manifest(run.manifest("gallery"), "gallery", columns=["image_id", "path", "source"]),
                                  ("path",))
-    cands = run.absolute_paths(read_manifest(run.manifest("candidates"), "candidates",
-                                             columns=["pair_id", "rainy_path", "source"]), ("rainy_path",))
+    from tasks.screen import live_candidates  # not the pairs a screening stage (leak_check, ...) rejected
+
+    cands = run.absolute_paths(live_candidates(run, STAGE, ["pair_id", "rainy_path", "source"]), ("rainy_path",))
     items = pd.concat([
         pd.DataFrame({"item_id": gallery["image_id"], "kind": "gallery", "path": gallery["path"], "source": gallery["source"]}),
         pd.DataFrame({"item_id": cands["pair_id"], "kind": "candidate", "path": cands["rainy_path"], "source": cands["source"]}),
@@ -59,7 +60,7 @@ class CaptionStage(Stage):
     """Captions of every gallery image and candidate rainy image (`models.captioner`)."""
 
     spec = spec("caption")
-    upstream = ("ingest",)
+    upstream = (previous_stage("caption"),)  # ingest, then the screening stages: their rejects drop out here
     CODE_VERSION = 1
 
     def ref(self):

@@ -1,0 +1,1 @@
+"""The test-set leak check (`leak_check` stage): perceptual hashes of candidates against benchmark test sets."""
