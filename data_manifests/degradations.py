@@ -91,11 +91,13 @@ def resolve_types(spec: str | Iterable[str] | None, key: str = "types") -> tuple
     """
     if spec is None:
         return DEFAULT_TYPES
+    at = f"{key}: " if key else ""
     items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
     items = [s for s in items if s]
-    if not items:
-        raise ValueError(f"{key}: empty; name some of {', '.join(all_types())} (or all, rain, snow, fog)")
     families = {t.family for t in DEGRADATION_TYPES.values()}
+    groups = ", ".join(["all", *sorted(families - set(DEGRADATION_TYPES))])
+    if not items:
+        raise ValueError(f"{at}empty; name some of {', '.join(all_types())} (or {groups})")
     chosen: set[str] = set()
     for item in items:
         if item == "all":
@@ -105,6 +107,5 @@ def resolve_types(spec: str | Iterable[str] | None, key: str = "types") -> tuple
         elif item in families:
             chosen.update(k for k, t in DEGRADATION_TYPES.items() if t.family == item)
         else:
-            raise ValueError(f"{key}: unknown degradation type {item!r}; declared: {', '.join(all_types())} "
-                             f"(or all, {', '.join(sorted(families))})")
+            raise ValueError(f"{at}unknown degradation type {item!r}; declared: {', '.join(all_types())} (or {groups})")
     return tuple(k for k in all_types() if k in chosen)

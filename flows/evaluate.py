@@ -81,12 +81,14 @@ def evaluate_flow(run: str | None = None, config: str | None = None, checkpoint:
     if ckpt is None:
         raise ValueError("evaluate: give a checkpoint or a run folder")
     from unirain_model.checkpoint import resolve_weights
+    from unirain_model.data import run_types
 
     out_path = Path(out) if out else default_report_path(run, str(resolve_weights(ckpt)))
     summary, per_image, meta = evaluate_checkpoint(
         ckpt, data=data or cfg.data, manifests=manifest or cfg.manifests, device=cfg.device,
         crop_border=cfg.crop_border, tile=cfg.tile, tile_overlap=cfg.tile_overlap, protocol=cfg.protocol,
-        grid_dir=grid_folder(out_path), grid_images=cfg.grid_images)
+        grid_dir=grid_folder(out_path), grid_images=cfg.grid_images,
+        types=run_types(config) if config else None)  # a config names its types; else every type in the data
     paths = write_reports(summary, per_image, out_path,
                           meta={"checkpoint": meta["path"], "iteration": meta["iteration"], "grids": meta["grids"]})
     key = artifact_key(RunLayout.at(run), "evaluation") if run else "evaluation"

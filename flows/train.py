@@ -74,15 +74,17 @@ def train_flow(run: str, config: str, manifest: str | None = None, iters: int | 
                   f"not training on an incomplete distillation")
             return {"skipped": f"{open_pairs} undecided pairs"}
     from unirain_model.config import load_eval_config, load_train_config
+    from unirain_model.data import run_types
     from unirain_model.trainer import train
 
     cfg = load_train_config(config, iters=iters, device=device)
+    types = run_types(config)  # the config's `types:` (default: the four rain types)
     eval_cfg = load_eval_config(config, device=device)  # a bad evaluate: section fails now, not after training
     layout = RunLayout.at(run).create()
     data = training_data(run, manifest)
     artifact_id = create_progress_artifact(progress=0.0, key=artifact_key(layout, "training-progress"),
                                            description=f"training {layout.root.name} on {data}")
-    result = train(cfg, layout.root, data, progress=_Progress(artifact_id))
+    result = train(cfg, layout.root, data, progress=_Progress(artifact_id), types=types)
     update_progress_artifact(artifact_id, progress=100.0, description=f"done: iteration {result.iteration}")
     if result.history:
         import pandas as pd

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, create_model, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from data_manifests.config_base import ConfigError, Section, format_validation_error, parse_section, resolve_path
 from data_manifests.levels import RETRIEVAL_LEVELS
@@ -125,7 +125,17 @@ class ModelsConfig(Section):
 
 
 class RunConfig(Section):
+    types: list[str] | str | None = Field(
+        None, description="the degradation types this run trains and evaluates on: keys (day_streak, ..., snow, fog), "
+                          "families (rain, snow, fog) or all; default the four rain types (data_manifests/degradations.py)")
     sources: list[str] = Field(default_factory=list, description="NAME=PATH or NAME:TYPE=PATH")
+
+    @field_validator("types")
+    @classmethod
+    def _declared_types(cls, v: Any) -> Any:
+        from data_manifests.degradations import resolve_types
+
+        return None if v is None else list(resolve_types(v, key=""))
     gallery: list[str] = Field(default_factory=list)
     ingest: IngestConfig = IngestConfig()
     leak_check: LeakCheckConfig = LeakCheckConfig()

@@ -3,7 +3,12 @@
 Pairs come from either
 - a manifest folder (Parquet: `pair_id, source, rain_type, rainy_path, clean_path, width, height`,
   e.g. `RUN/manifests/distilled` or `RUN/manifests/candidates`), or
-- a folder `DIR/{drs,drd,nrs,nrd}/{input,target}/NAME.ext` (pairs by file name, type by folder).
+- a folder `DIR/{drs,drd,nrs,nrd}/{input,target}/NAME.ext` (pairs by file name, type by folder; the
+  all-weather types' folders `snow/`, `fog/` too: every declared type, `data_manifests/degradations.py`).
+
+A run names the degradation types it trains on (`types:` at the top of its config, default the four
+rain types: `run_types`); `read_pairs(..., types=...)` keeps those and `TypeTable` orders them as
+declared, so CoBa, the sampler and the reports see N types, whatever N is.
 
 Training samples are a pure function of (seed, global sample index g), so a resumed run sees exactly
 the batches an uninterrupted run would, with no sampler state to save, and DDP ranks take disjoint
@@ -33,11 +38,11 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from data_manifests import RAIN_TYPE_FOLDERS, RAIN_TYPES, ManifestError, absolute_paths, pair_id
+from data_manifests import TYPE_FOLDERS, ManifestError, absolute_paths, all_types, order_types, pair_id, resolve_types
 
 log = logging.getLogger(__name__)
 
-FOLDER_TO_TYPE = {folder: rain_type for rain_type, folder in RAIN_TYPE_FOLDERS.items()}
+FOLDER_TO_TYPE = {folder: rain_type for rain_type, folder in TYPE_FOLDERS.items()}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 MANIFEST_COLUMNS = ("pair_id", "source", "rain_type", "rainy_path", "clean_path")
 
@@ -51,19 +56,20 @@ class BadImage(Exception):
 
 
 # ----------------------------------------------------------------------------- pair tables
-def read_pairs(path: str | Path, source: str | None = None) -> pd.DataFrame:
+def read_pairs(path: str | Path, source: str | None = None, types: Iterable[str] | None = None) -> pd.DataFrame:
     """Pairs from a manifest folder or a paper-layout folder, one row per pair.
 
-    Columns: pair_id, source, rain_type, rainy_path, clean_path (paths as strings).
+    Columns: pair_id, source, rain_type, rainy_path, clean_path (paths as strings). `types`: keep only
+    these degradation types (one warning counts the rows left out); None keeps every declared type.
     Raises DataError with a clear message when nothing usable is there.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"data not found: {path}")
     if path.is_dir() and any(path.glob("*.parquet")):
-        return _read_manifest(path)
+        return _keep_types(_read_manifest(path), types, path)
     if path.is_dir() and any((path / f).is_dir() for f in FOLDER_TO_TYPE):
-        return _read_paper_folder(path, source or path.name)
+        return _keep_types(_read_paper_folder(path, source or path.name, types), types, path)
     if path.is_dir():
         raise DataError(
             f"{path}: neither a manifest folder (no *.parquet) nor a folder in the paper layout "
@@ -108,12 +114,47 @@ def _read_manifest(folder: Path) -> pd.DataFrame:
         frame = absolute_paths(frame, folder, ("rainy_path", "clean_path"))
     except ManifestError as exc:
         raise DataError(str(exc)) from None
-    unknown = sorted(set(frame["rain_type"]) - set(RAIN_TYPES))
+    unknown = sorted(set(frame["rain_type"]) - set(all_types()))
     if unknown:
         warnings.warn(f"{folder}: ignoring rows with unknown rain_type {unknown}", stacklevel=2)
-        frame = frame[frame["rain_type"].isin(RAIN_TYPES)]
+        frame = frame[frame["rain_type"].isin(all_types())]
     frame = frame.loc[:, list(MANIFEST_COLUMNS)].astype({"rainy_path": str, "clean_path": str})
     return frame.drop_duplicates("pair_id").sort_values("pair_id").reset_index(drop=True)
+
+
+def _keep_types(frame: pd.DataFrame, types: Iterable[str] | None, where: Path) -> pd.DataFrame:
+    if types is None:
+        return frame
+    types = resolve_types(types)
+    out = frame["rain_type"].isin(types)
+    if not out.all():
+        left = frame.loc[~out, "rain_type"].value_counts().sort_index()
+        warnings.warn(f"{where}: leaving out {int((~out).sum())} pair(s) of types outside this run's types "
+                      f"({', '.join(f'{t}: {n}' for t, n in left.items())}); the run's types: {', '.join(types)}",
+                      stacklevel=3)
+    if not out.any():
+        raise DataError(f"{where}: no pairs of this run's types ({', '.join(types)}); the data holds "
+                        f"{', '.join(order_types(frame['rain_type'].unique()))}")
+    return frame[out].reset_index(drop=True)
+
+
+def run_types(config: str | Path | None) -> tuple[str, ...]:
+    """The degradation types a run config names (`types:` at its top level: keys, families, `all`, or a
+    comma-separated string), default the four rain types. A bad value is a ConfigError naming `types`."""
+    from data_manifests.config_base import ConfigError
+
+    if config is None:
+        return resolve_types(None)
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(config).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{config}: cannot read the config: {exc}") from None
+    try:
+        return resolve_types(data.get("types") if isinstance(data, dict) else None)
+    except ValueError as exc:
+        raise ConfigError(f"{config}: {exc}") from None
 
 
 def _pair_digest(rainy: Path, clean: Path) -> str:
@@ -126,10 +167,13 @@ def _pair_digest(rainy: Path, clean: Path) -> str:
     return pair_id(digest(rainy), digest(clean))
 
 
-def _read_paper_folder(root: Path, source: str) -> pd.DataFrame:
+def _read_paper_folder(root: Path, source: str, types: Iterable[str] | None = None) -> pd.DataFrame:
     rows = []
+    wanted = set(resolve_types(types)) if types is not None else None
     for folder, rain_type in FOLDER_TO_TYPE.items():
         inputs = root / folder / "input"
+        if wanted is not None and rain_type not in wanted:
+            continue  # not hashed at all: a rain-only run over an all-weather folder reads no snow/fog
         if not inputs.is_dir():
             continue
         for rainy in sorted(inputs.iterdir()):
@@ -146,7 +190,8 @@ def _read_paper_folder(root: Path, source: str) -> pd.DataFrame:
                 continue
             rows.append((pid, source, rain_type, str(rainy), str(clean)))
     if not rows:
-        raise DataError(f"{root}: no image pairs in {'/'.join(FOLDER_TO_TYPE)}/{{input,target}}")
+        folders = [f for f, t in FOLDER_TO_TYPE.items() if wanted is None or t in wanted]
+        raise DataError(f"{root}: no image pairs in {'/'.join(folders)}/{{input,target}}")
     frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     return frame.drop_duplicates("pair_id").sort_values("pair_id").reset_index(drop=True)
 
@@ -222,14 +267,17 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
 # ----------------------------------------------------------------------------- training
 @dataclass(frozen=True)
 class TypeTable:
-    """Pairs grouped by rain type, in the fixed order of `types` (the types present)."""
+    """Pairs grouped by degradation type, in the declared order (`types`: the types present, of the
+    run's set when one is given)."""
 
     types: tuple[str, ...]
     pairs: tuple[tuple[tuple[str, str], ...], ...]  # per type: (rainy, clean) paths
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> "TypeTable":
-        types = tuple(t for t in RAIN_TYPES if (frame["rain_type"] == t).any())
+    def from_frame(cls, frame: pd.DataFrame, types: Iterable[str] | None = None) -> "TypeTable":
+        present = set(frame["rain_type"])
+        allowed = resolve_types(types) if types is not None else all_types()
+        types = tuple(t for t in allowed if t in present)
         pairs = tuple(
             tuple(zip(frame.loc[frame["rain_type"] == t, "rainy_path"], frame.loc[frame["rain_type"] == t, "clean_path"]))
             for t in types

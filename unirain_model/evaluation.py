@@ -1,4 +1,4 @@
-"""Test-set evaluation: PSNR and SSIM per test set and rain type, beside the rainy input's own.
+"""Test-set evaluation: PSNR and SSIM per test set and degradation type, beside the input's own.
 
 A deraining figure means little alone: the rainy input already scores something against its target,
 and a model that loses to it makes images worse. So every evaluation scores the **input** (rainy vs
@@ -13,7 +13,8 @@ through tiles (`tile`) to bound memory. A pair that cannot be read is skipped, c
 A few images per type also go into before/after grids (input | output | target, `previews.py`).
 
 Test sets: a paper-layout folder is one test set named after the folder; a manifest contributes one
-test set per `source`.
+test set per `source`. Every declared degradation type in the data gets its row (the four rain types,
+snow, fog: in declaration order), or only the run's `types` when given.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from data_manifests import RAIN_TYPES
+from data_manifests import all_types
 from data_manifests.paths import confined_join, safe_component
 from unirain_model.data import BadImage, load_pair, read_pairs
 from unirain_model.inference import derain_array, to_uint8
@@ -40,14 +41,15 @@ INPUT_METRICS = tuple(f"input_{m}" for m in METRICS)
 GAIN_METRICS = tuple(f"gain_{m}" for m in METRICS)
 
 
-def collect_test_sets(data: Iterable[str | Path] = (), manifests: Iterable[str | Path] = ()) -> pd.DataFrame:
-    """Pairs of every test set, with a `test_set` column."""
+def collect_test_sets(data: Iterable[str | Path] = (), manifests: Iterable[str | Path] = (),
+                      types: Iterable[str] | None = None) -> pd.DataFrame:
+    """Pairs of every test set, with a `test_set` column (only `types` when given)."""
     frames = []
     for folder in data:
-        f = read_pairs(folder, source=Path(folder).name)
+        f = read_pairs(folder, source=Path(folder).name, types=types)
         frames.append(f.assign(test_set=Path(folder).resolve().name))
     for m in manifests:
-        f = read_pairs(m)
+        f = read_pairs(m, types=types)
         frames.append(f.assign(test_set=f["source"].astype(str)))
     if not frames:
         raise ValueError("nothing to evaluate: give a test folder or a manifest")
@@ -141,7 +143,7 @@ def summarize(per_image: pd.DataFrame) -> pd.DataFrame:
     overall `all`/`all` row over several test sets. Model, input and gain = model − input are means
     over the same images (pairs scored for both)."""
     ok = per_image[per_image["error"].isna()] if "error" in per_image else per_image
-    type_order = {t: i for i, t in enumerate(RAIN_TYPES)}
+    type_order = {t: i for i, t in enumerate(all_types())}
     rows = []
     for ts in sorted(per_image["test_set"].unique()):
         part = per_image[per_image["test_set"] == ts]
@@ -282,10 +284,12 @@ def write_reports(summary: pd.DataFrame, per_image: pd.DataFrame, out: str | Pat
 def evaluate_checkpoint(checkpoint: str | Path, data: Iterable[str | Path] = (), manifests: Iterable[str | Path] = (),
                         device: str = "auto", crop_border: int = 0, tile: int | None = None, tile_overlap: int = 32,
                         save_dir: str | Path | None = None, progress=None, protocol: str = "basicsr",
-                        grid_dir: str | Path | None = None, grid_images: int = 3) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+                        grid_dir: str | Path | None = None, grid_images: int = 3,
+                        types: Iterable[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Load a checkpoint, score every test set (model and input); returns (summary, per_image, meta)
     where meta is the checkpoint's metadata plus `protocol` and `grids` (the PNGs written to
-    `grid_dir`, `grid_images` images per test set and rain type)."""
+    `grid_dir`, `grid_images` images per test set and rain type). `types`: only these degradation types
+    (a run config's `types:`); None = every declared type in the data."""
     from unirain_model.checkpoint import load_model
     from unirain_model.trainer import resolve_device
 
@@ -293,7 +297,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Iterable[str | Path] = (),
     if protocol == "released" and crop_border:
         raise ValueError("evaluate.crop_border: the released protocol has no border crop (it crops to multiples of 16)")
     dev = resolve_device(device)
-    pairs = collect_test_sets(data, manifests)
+    pairs = collect_test_sets(data, manifests, types)
     model, meta = load_model(checkpoint, dev)
     previews = PreviewCollector(per_key=grid_images) if grid_dir is not None and grid_images > 0 else None
     per_image = evaluate_pairs(model, pairs, crop_border, tile, tile_overlap, save_dir, amp=False, progress=progress,

@@ -87,10 +87,11 @@ class PreviewCollector:
             self.rows.setdefault(key, []).append(PreviewRow(thumbs, caption))  # type: ignore[arg-type]
 
     def grids(self, title: str = "") -> dict[tuple[str, str], np.ndarray]:
-        """One grid per (test set, rain type), in test-set then paper rain-type order."""
-        from data_manifests import RAIN_TYPES
+        """One grid per (test set, type), in test-set then declared type order (rain types, snow, fog)."""
+        from data_manifests import all_types
 
-        order = sorted(self.rows, key=lambda k: (str(k[0]), RAIN_TYPES.index(k[1]) if k[1] in RAIN_TYPES else 99, k[1]))
+        known = all_types()
+        order = sorted(self.rows, key=lambda k: (str(k[0]), known.index(k[1]) if k[1] in known else 99, k[1]))
         return {k: make_grid(self.rows[k], self.thumb, f"{k[0]} / {k[1]}" + (f"  ({title})" if title else ""))
                 for k in order}
 
