@@ -1,6 +1,6 @@
 """One run folder and the invariants it owns.
 
-    RUN/run.json                  layout version, shard count, source roots (written at creation)
+    RUN/run.json                  layout version, shard count, source roots, run id (written at creation)
     RUN/manifests/<manifest>/     Parquet shards only: any Parquet reader reads a folder as is
     RUN/state/<stage>.json        the runner's bookkeeping (fingerprint, generation, counts)
     RUN/indexes/ RUN/cache/ RUN/checkpoints/ RUN/reports/
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,10 +112,23 @@ class RunLayout:
             folder.mkdir(parents=True, exist_ok=True)
         if not self.marker.exists():
             self._write_info({"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                              "layout": LAYOUT_VERSION, "num_shards": num_shards, "roots": {}})
+                              "layout": LAYOUT_VERSION, "num_shards": num_shards, "roots": {},
+                              "run_id": uuid.uuid4().hex})
         elif num_shards is not None and self.info().get("num_shards") is None:
             self._write_info({**self.info(), "num_shards": num_shards})
+        try:
+            info = self.info()
+        except RunError:
+            return self  # another layout: refused, with what to do, where it is read
+        if info.get("run_id") is None:  # a run created before run ids existed gets one now
+            self._write_info({**info, "run_id": uuid.uuid4().hex})
         return self
+
+    @property
+    def run_id(self) -> str | None:
+        """A unique id of this run, made at creation (Prefect artifact keys derive from it, so two runs
+        with the same folder name do not share artifacts); None outside a run folder."""
+        return self.info().get("run_id") if self.is_run() else None
 
     @property
     def num_shards(self) -> int | None:

@@ -13,9 +13,11 @@ from data_manifests import RunLayout
 
 from .artifacts import artifact_key, publish_table
 from .train import _Progress, training_data
+from .ui import run_name, with_routed_logs
 
 
-@flow(name="ablate", log_prints=True)
+@flow(name="ablate", flow_run_name=run_name("ablate"), log_prints=True)
+@with_routed_logs
 def ablate_flow(run: str, variants: list[str], config: str = "configs/paper.yaml", manifest: str | None = None,
                 iters: int | None = None, device: str | None = None, data: list[str] | None = None,
                 test_manifest: list[str] | None = None) -> list[dict]:
@@ -23,8 +25,11 @@ def ablate_flow(run: str, variants: list[str], config: str = "configs/paper.yaml
 
     Args:
         run: the run folder; variants train in RUN/ablation/<variant>/, the table goes to RUN/reports/ablation.*.
+            A relative path is read from the flow run's working folder (the repository for `make serve`
+            deployments, the current folder for the CLI): absolute paths are safest.
         variants: model config names under configs/model/ (`unirain`, `unirain-soft-soft`, ...) or YAML paths.
-        config: run config whose `train:` section is the recipe (iterations, batch, crop, lr, sampler, CoBa).
+        config: run config whose `train:` section is the recipe (iterations, batch, crop, lr, sampler, CoBa),
+            a path read like `run`; paths inside the config are read from the config's own folder.
         manifest: training pairs (default: the run's distilled manifest, else its candidates).
         iters: total iterations per variant, overriding the config.
         device: auto, cpu, cuda or cuda:N.

@@ -1,20 +1,35 @@
-"""Prefect artifacts with stable keys per run, so a run can be inspected in the UI."""
+"""Prefect artifacts with stable keys per run, so a run can be judged in the UI alone.
+
+A browser showing the UI refuses `file://` links, so nothing here links to a file: charts and
+thumbnails travel inside markdown artifacts as `data:` URIs, and manifest folders are named as text
+with the line that reads them. Keys are `<folder name>-<run id>-<kind>`: the folder name for
+reading, the first 8 hex digits of the run id in `run.json` so two runs named `run` in different
+folders keep their own artifacts.
+"""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from data_manifests import RunLayout
+from data_manifests import RunError, RunLayout
 from tasks.funnel import format_table, funnel_table
+
+from .gallery import decision_gallery, gallery_markdown, image_uri, rejects_summary
 
 
 def artifact_key(run: RunLayout, kind: str) -> str:
     """Keys allow lowercase letters, digits and dashes only."""
     slug = re.sub(r"[^a-z0-9]+", "-", run.root.name.lower()).strip("-") or "run"
-    return f"{slug}-{kind}"
+    try:
+        run_id = run.run_id
+    except RunError:
+        run_id = None
+    kind = re.sub(r"[^a-z0-9-]+", "-", kind.lower())  # stage names like `leak_check`
+    return f"{slug}-{run_id[:8]}-{kind}" if run_id else f"{slug}-{kind}"
 
 
 def _cell(value):
@@ -27,6 +42,16 @@ def _cell(value):
     if isinstance(value, float) and value != value:
         return None
     return value
+
+
+def md_table(frame: pd.DataFrame) -> str:
+    """A markdown table whose cells cannot break it (pipes escaped, newlines folded)."""
+    if frame.empty:
+        return "(none)"
+    cell = lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
 
 
 def publish_table(run: RunLayout, kind: str, frame: pd.DataFrame, description: str) -> None:
@@ -45,12 +70,16 @@ def publish_funnel(run: RunLayout) -> pd.DataFrame:
     return frame
 
 
-def publish_manifest_link(run: RunLayout, stage: str) -> None:
-    create_link_artifact(
+def publish_manifest(run: RunLayout, stage: str) -> None:
+    """Where a manifest is and how to read it, as text (a browser cannot follow a file:// link)."""
+    folder = run.manifest(stage)
+    create_markdown_artifact(
         key=artifact_key(run, f"{stage}-manifest"),
-        link=run.manifest(stage).as_uri(),
-        link_text=f"{stage} manifest folder",
-        description=f"Parquet manifest folder of stage `{stage}` (read with pandas.read_parquet(dir))",
+        markdown=(f"# `{stage}` manifest\n\nFolder (Parquet shards, on the machine that ran the flow):\n\n"
+                  f"`{folder}`\n\nRead it with `pandas.read_parquet(\"{folder}\")` or DuckDB "
+                  f"`select * from read_parquet('{folder}/*.parquet')`; the funnel: `unirain inspect {run.root}`; "
+                  f"everything in one page: `unirain report {run.root}`.\n"),
+        description=f"Where the `{stage}` manifest is and how to read it",
     )
 
 
@@ -58,17 +87,74 @@ def publish_preview(run: RunLayout, stage: str, frame: pd.DataFrame, rows: int =
     publish_table(run, f"{stage}-preview", frame.head(rows), f"First {rows} rows of `{run.manifest(stage)}`")
 
 
+def charts_markdown(title: str, paths: list[Path], note: str = "") -> str:
+    """Markdown with each chart inline (a `data:` URI the UI renders); unreadable files are named."""
+    parts = [f"# {title}", ""] + ([note, ""] if note else [])
+    for path in paths:
+        try:
+            parts += [f"**{path.name}**", "", f"![{path.stem}]({image_uri(path)})", ""]
+        except (OSError, ValueError) as exc:
+            parts += [f"**{path.name}**: unreadable ({exc})", ""]
+    return "\n".join(parts)
+
+
+def publish_charts(run: RunLayout, kind: str, title: str, paths: list[Path], note: str = "") -> None:
+    paths = [p for p in paths if p.is_file()]
+    if paths:
+        create_markdown_artifact(key=artifact_key(run, kind), markdown=charts_markdown(title, paths, note),
+                                 description=f"{title}: " + ", ".join(p.name for p in paths))
+
+
+def rejects_list(sample: pd.DataFrame) -> str:
+    """One bullet per reject (a list wraps long details; the UI's tables do not)."""
+    def line(r) -> str:
+        where = f" ({r.source}: `{r.path}`)" if isinstance(r.path, str) and r.path else ""
+        return f"- **{r.stage} / {r.reason}** `{r.item_id}`{where}: {r.detail}"
+
+    return "\n".join(line(r) for r in sample.itertuples(index=False)) or "(none)"
+
+
+def publish_rejects(run: RunLayout) -> None:
+    """Counts by stage × reason and a sample of rows with their detail, in one markdown artifact."""
+    counts, sample = rejects_summary(run)
+    if counts.empty:
+        return
+    create_markdown_artifact(
+        key=artifact_key(run, "rejects"),
+        markdown=(f"# Rejects\n\nRun folder: `{run.root}`; all of them: `{run.rejects}`\n\n## By stage and reason\n\n"
+                  f"{md_table(counts)}\n\n## Sample (up to 3 per stage and reason)\n\n{rejects_list(sample)}\n"),
+        description=f"{int(counts['total'].sum())} rejects by stage and reason, with a sample of their details",
+    )
+
+
+def publish_gallery(run: RunLayout, per_outcome: int = 8) -> None:
+    """The decision gallery: distilled and rejected pairs, candidate beside its reference, scores, votes."""
+    decisions = decision_gallery(run, per_outcome=per_outcome)
+    if not decisions:
+        return
+    kept = sum(d.outcome == "distilled" for d in decisions)
+    create_markdown_artifact(
+        key=artifact_key(run, "decision-gallery"),
+        markdown=("# Decision gallery\n\nSynthetic candidate beside the real-rain reference retrieval found for it, "
+                  "the retrieval scores (↓ lower is better, ↑ higher is better) and each judge's vote with its "
+                  f"p_real: {kept} distilled and {len(decisions) - kept} rejected pairs.\n\n"
+                  + gallery_markdown(decisions) + "\n"),
+        description="Why pairs stayed or went: candidate, reference, scores and votes side by side",
+    )
+
+
 def publish_stage(run: RunLayout, stage: str, report: dict) -> None:
-    """The artifacts of a stage that did work: its manifest, the funnel, and its own tables."""
+    """The artifacts of a stage that did work: its manifest, the funnel, the rejects and its own tables."""
     from tasks.pipeline import spec
 
     output = spec(stage).output
-    publish_manifest_link(run, output)
+    publish_manifest(run, output)
     publish_table(run, f"{stage}-report", pd.DataFrame([{k: _cell(v) for k, v in report.items()}]),
                   f"What the {stage} stage skipped, redid and why")
     extra = _EXTRA.get(stage)
     if extra is not None:
         extra(run, output)
+    publish_rejects(run)
     publish_funnel(run)
 
 
@@ -94,14 +180,15 @@ def _votes(run: RunLayout, output: str) -> None:
 
 
 def _select(run: RunLayout, output: str) -> None:
-    from tasks.select.stage import REPORTS
-
     _preview(run, output)
-    for name in REPORTS:
-        path = run.reports / name
-        if path.is_file():
-            create_link_artifact(key=artifact_key(run, "report-" + name.replace(".", "-").replace("_", "-")),
-                                 link=path.as_uri(), link_text=name, description=f"select report `{name}`")
+    votes_md = run.reports / "votes.md"
+    if votes_md.is_file():
+        create_markdown_artifact(key=artifact_key(run, "votes-md"), markdown=votes_md.read_text(errors="replace"),
+                                 description="The cut's votes per judge, agreement and outcome (RUN/reports/votes.md)")
+    publish_charts(run, "select-charts", "Select: score histograms",
+                   [run.reports / "p_real.png", run.reports / "retrieval_scores.png"],
+                   "Judges' p_real with the threshold, and the three retrieval levels' scores with any limits.")
+    publish_gallery(run)
 
 
 _EXTRA = {"ingest": _preview, "retrieve": _preview, "vote": _votes, "select": _select}

@@ -18,16 +18,23 @@ from tasks.pipeline import stages_until
 from tasks.stage import is_current, make_stage, prepare_run, read_state, run_stage
 
 from .runners import make_task_runner
+from .ui import run_name, with_routed_logs
 from .stage import StageName, stage_flow
 
 
-@flow(name="distill", log_prints=True, persist_result=True, result_serializer="json")
+@flow(name="distill", flow_run_name=run_name("distill"), log_prints=True, persist_result=True,
+      result_serializer="json")
+@with_routed_logs
 def distill_flow(run: str, config: str, until: StageName = "select") -> dict:
     """Distil a run: every stage up to `until`, resuming finished shards.
 
     Args:
-        run: the run folder (created if missing).
-        config: a run config YAML (configs/paper.yaml, configs/demo.yaml, ...).
+        run: the run folder (created if missing). A relative path is read from the flow run's working folder
+            (the repository for `make serve` deployments, the current folder for the CLI): absolute paths are
+            safest.
+        config: a run config YAML (configs/demo.yaml, configs/paper.yaml, ...; its `sources:` and `gallery:`
+            are ingested), a path read like `run`; paths inside the config are read from the config's own
+            folder.
         until: the last stage to run.
     """
     cfg = load_run_config(config)

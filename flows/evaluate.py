@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from data_manifests import RunLayout
 
 from .artifacts import artifact_key
+from .ui import run_name, with_routed_logs
 
 
 def default_report_path(run: str | None, checkpoint: str) -> Path:
@@ -57,7 +58,8 @@ def publish_evaluation(key: str, summary, meta: dict) -> list[dict]:
     return records
 
 
-@flow(name="evaluate", log_prints=True)
+@flow(name="evaluate", flow_run_name=run_name("evaluate", "checkpoint"), log_prints=True)
+@with_routed_logs
 def evaluate_flow(run: str | None = None, config: str | None = None, checkpoint: str | None = None,
                   data: list[str] | None = None, manifest: list[str] | None = None, out: str | None = None,
                   device: str | None = None, tile: int | None = None, protocol: str | None = None) -> list[dict]:
@@ -65,8 +67,11 @@ def evaluate_flow(run: str | None = None, config: str | None = None, checkpoint:
 
     Args:
         run: run folder; its newest checkpoint is used when `checkpoint` is not given, and reports go to
-            RUN/reports/evaluation.{csv,json,md} and RUN/reports/evaluation_grids/.
-        config: run config YAML whose `evaluate:` section lists test folders/manifests and options.
+            RUN/reports/evaluation.{csv,json,md} and RUN/reports/evaluation_grids/. A relative path is read
+            from the flow run's working folder (the repository for `make serve` deployments, the current
+            folder for the CLI): absolute paths are safest.
+        config: run config YAML whose `evaluate:` section lists test folders/manifests and options, a path
+            read like `run`; paths inside the config are read from the config's own folder.
         checkpoint: a .safetensors file, a checkpoints folder or a run folder.
         data: test folders in the paper layout (each one test set).
         manifest: test manifests.

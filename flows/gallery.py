@@ -195,17 +195,16 @@ def _md_cell(text: str) -> str:
 
 
 def gallery_markdown(decisions: list[Decision], thumb: int = 112) -> str:
-    """A markdown table, one decision per row: candidate | reference | scores | votes | outcome."""
+    """A markdown table, one decision per row: outcome | candidate | reference | scores | votes."""
     if not decisions:
         return "No retrieved pairs to show (the run has not reached the retrieve stage)."
-    lines = ["| candidate | real reference | retrieval scores | judges (p_real) | outcome |", "|---|---|---|---|---|"]
+    lines = ["| outcome | candidate | real reference | retrieval scores | judges (p_real) |", "|---|---|---|---|---|"]
     for d in decisions:
-        cells = []
+        cells = [f"**{d.outcome}**<br>{d.rain_type}"]  # no detail: the UI's cells do not wrap, votes say it
         for path, what in ((d.candidate, d.pair_id), (d.reference, d.ref_id)):
             uri = thumbnail_uri(path, thumb) if path else None
-            cells.append(f"![{what}]({uri})<br>`{what}`" if uri else f"(image missing: `{path}`)")
-        outcome = f"**{d.outcome}**" + (f"<br>{_md_cell(d.detail)}" if d.detail else "") + f"<br>{d.rain_type}"
-        cells += [_scores_text(d, "<br>"), _votes_text(d, "<br>"), outcome]
+            cells.append(f"![{what}]({uri})<br>`{what[:12]}`" if uri else f"(image missing: `{path}`)")
+        cells += [_scores_text(d, "<br>"), _votes_text(d, "<br>")]
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -215,19 +214,17 @@ def gallery_html(decisions: list[Decision], thumb: int = 160) -> str:
     if not decisions:
         return "<p>No retrieved pairs to show (the run has not reached the retrieve stage).</p>"
     esc = html.escape
-    rows = ["<table class='gallery'><tr><th>candidate</th><th>real reference</th><th>retrieval scores</th>"
-            "<th>judges (p_real)</th><th>outcome</th></tr>"]
+    rows = ["<table class='gallery'><tr><th>outcome</th><th>candidate</th><th>real reference</th>"
+            "<th>retrieval scores</th><th>judges (p_real)</th></tr>"]
     for d in decisions:
-        cells = []
+        cls = "kept" if d.outcome == "distilled" else "gone"
+        cells = [f"<b class='{cls}'>{esc(d.outcome)}</b><br>{esc(d.rain_type)}" + (f"<br>{esc(d.detail)}" if d.detail else "")]
         for path, what in ((d.candidate, d.pair_id), (d.reference, d.ref_id)):
             uri = thumbnail_uri(path, thumb) if path else None
-            cells.append(f"<img src='{uri}' alt='{esc(what)}'><br><code>{esc(what)}</code>" if uri
+            cells.append(f"<img src='{uri}' alt='{esc(what)}'><br><code>{esc(what[:12])}</code>" if uri
                          else f"image missing: <code>{esc(str(path))}</code>")
         cells.append(esc(_scores_text(d, "\n")).replace("\n", "<br>"))
         cells.append(esc(_votes_text(d, "\n")).replace("\n", "<br>"))
-        cls = "kept" if d.outcome == "distilled" else "gone"
-        cells.append(f"<b class='{cls}'>{esc(d.outcome)}</b>" + (f"<br>{esc(d.detail)}" if d.detail else "")
-                     + f"<br>{esc(d.rain_type)}")
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     rows.append("</table>")
     return "\n".join(rows)

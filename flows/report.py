@@ -9,6 +9,7 @@ or external styles, so it opens the same from a mail attachment as from the run 
 from __future__ import annotations
 
 import html
+import re
 import time
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def _section(title: str, body: str) -> str:
 
 def _figure(path: Path, root: Path) -> str:
     try:
-        uri = image_uri(path)
+        uri = _inline(path)
     except (OSError, ValueError) as exc:
         return f"<p class='muted'>{html.escape(str(path))}: unreadable ({html.escape(str(exc))})</p>"
     rel = path.relative_to(root) if path.is_relative_to(root) else path
@@ -65,8 +66,33 @@ def _figure(path: Path, root: Path) -> str:
             f"<figcaption>{html.escape(str(rel))}</figcaption></figure>")
 
 
-def _md_file(path: Path) -> str | None:
-    return _md(path.read_text(errors="replace")) if path.is_file() else None
+MD_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+BIG_IMAGE = 200_000  # bytes: a larger PNG (an evaluation grid) is inlined as a JPEG of at most 960 px
+
+
+def _inline(path: Path) -> str:
+    big = path.suffix.lower() != ".png" or path.stat().st_size > BIG_IMAGE
+    return image_uri(path, max_side=960, quality=85) if big else image_uri(path)
+
+
+def _md_file(path: Path, shown: set[Path]) -> str | None:
+    """A report's markdown as HTML, its local images (relative links) inline; `shown` collects them."""
+    if not path.is_file():
+        return None
+
+    def inline(m: re.Match) -> str:
+        alt, target = m.group(1), m.group(2)
+        if target.startswith(("data:", "http:", "https:")):
+            return m.group(0) if target.startswith("data:") else f"({alt}: {target})"
+        file = (path.parent / target).resolve()
+        try:
+            uri = _inline(file)
+        except (OSError, ValueError) as exc:
+            return f"({alt}: {target} unreadable: {exc})"
+        shown.add(file)
+        return f"![{alt}]({uri})"
+
+    return _md(MD_IMAGE.sub(inline, path.read_text(errors="replace")))
 
 
 def build_report(run_dir: str | Path, gallery_size: int = 8) -> str:
@@ -95,12 +121,13 @@ def build_report(run_dir: str | Path, gallery_size: int = 8) -> str:
                           "retrieval found for it; retrieval scores (↓ lower is better, ↑ higher is better) and every "
                           "judge's vote with its p_real.</p>" + gallery_html(decisions)))
 
-    votes = _md_file(run.reports / "votes.md")
+    shown: set[Path] = set()
+    votes = _md_file(run.reports / "votes.md", shown)
     parts.append(_section("Judges and their agreement", votes or "<p class='muted'>No votes.md (the run has not been selected).</p>"))
 
     results = []
     for name, title in (("evaluation.md", "Evaluation (model, rainy input, gain)"), ("ablation.md", "Ablation")):
-        body = _md_file(run.reports / name)
+        body = _md_file(run.reports / name, shown)
         if body:
             results.append(f"<h3>{title}</h3>{body}")
     history = run.reports / "training_history.csv"
@@ -109,7 +136,7 @@ def build_report(run_dir: str | Path, gallery_size: int = 8) -> str:
     parts.append(_section("Training and evaluation", "".join(results) or
                           "<p class='muted'>No training or evaluation reports in this run.</p>"))
 
-    figures = charts(run)
+    figures = [p for p in charts(run) if p.resolve() not in shown]
     parts.append(_section("Charts", "".join(_figure(p, root) for p in figures) or "<p class='muted'>No charts.</p>"))
 
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

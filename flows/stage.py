@@ -18,6 +18,7 @@ from tasks.stage import make_stage, prepare_run, run_stage
 
 from .artifacts import publish_stage
 from .runners import make_task_runner
+from .ui import run_name, with_routed_logs
 
 StageName = Literal[STAGE_ORDER]  # type: ignore[valid-type]
 
@@ -42,14 +43,18 @@ def resolve_config(config: str | RunConfig) -> tuple[RunConfig, str]:
     return load_run_config(config), str(config)
 
 
-@flow(name="stage", flow_run_name="{stage}", log_prints=True, persist_result=False)
+@flow(name="stage", flow_run_name=run_name("{stage}"), log_prints=True, persist_result=False)
+@with_routed_logs
 def stage_flow(stage: StageName, run: str, config: str | RunConfig, threshold: float | None = None) -> dict:
     """Run one stage of a run folder: skip finished shards, redo stale or damaged ones.
 
     Args:
         stage: ingest, caption, embed, retrieve, vote or select.
-        run: the run folder (created by ingest when missing).
-        config: a run config YAML (configs/paper.yaml, configs/demo.yaml, ...).
+        run: the run folder (created by ingest when missing). A relative path is read from the flow run's
+            working folder (the repository for `make serve` deployments, the current folder for the CLI):
+            absolute paths are safest.
+        config: a run config YAML (configs/demo.yaml, configs/paper.yaml, ...), a path read like `run`; paths
+            inside the config are read from the config's own folder.
         threshold: select only: the p_real threshold of this cut (default: vote.threshold).
     """
     cfg, origin = resolve_config(config)

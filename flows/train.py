@@ -18,6 +18,8 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from data_manifests import RunLayout, shard_files
 
 from .artifacts import artifact_key, publish_table
+from .gallery import image_uri
+from .ui import run_name, with_routed_logs
 
 
 def training_data(run: str | Path, manifest: str | Path | None = None) -> Path:
@@ -45,15 +47,19 @@ class _Progress:
             update_progress_artifact(self.artifact_id, progress=100.0 * it / total, description=desc)
 
 
-@flow(name="train", log_prints=True)
+@flow(name="train", flow_run_name=run_name("train"), log_prints=True)
+@with_routed_logs
 def train_flow(run: str, config: str, manifest: str | None = None, iters: int | None = None,
                device: str | None = None, require_distilled: bool = False) -> dict:
     """Train (or resume training) the derainer of run folder `run` with the `train:` section of `config`.
 
     Args:
-        run: the run folder (checkpoints, reports and TensorBoard logs go inside it).
-        config: run config YAML; its `train:` section names the model config and the schedule; when its
-            `evaluate:` section names test data, the final checkpoint is evaluated there (input row, gain, grids).
+        run: the run folder (checkpoints, reports and TensorBoard logs go inside it). A relative path is read
+            from the flow run's working folder (the repository for `make serve` deployments, the current
+            folder for the CLI): absolute paths are safest.
+        config: a run config YAML (its `train:` section names the model config and the schedule; when its
+            `evaluate:` section names test data, the final checkpoint is evaluated there), a path read like
+            `run`; paths inside the config are read from the config's own folder.
         manifest: training pairs (a manifest folder or a paper-layout folder); default: the run's distilled
             manifest, or its candidates before voting exists.
         iters: total iterations, overriding the config (a resumed run stops there too).
@@ -97,7 +103,7 @@ def train_flow(run: str, config: str, manifest: str | None = None, iters: int | 
         markdown=(f"# Training\n\nCheckpoint: `{result.checkpoint}` (iteration {result.iteration} of {cfg.iters}, "
                   f"resumed from {result.resumed_from})\n\nRain types: {', '.join(result.types)}\n\n"
                   + (f"{final_val}\n\n" if final_val else "") +
-                  f"History: `{layout.reports / 'training_history.csv'}`, chart: `{layout.reports / 'training_history.png'}`\n\n"
+                  f"History: `{layout.reports / 'training_history.csv'}`\n\n" + _history_chart(layout) +
                   f"TensorBoard: `tensorboard --logdir {layout.root / 'tensorboard'}` (scalars; input | output | target "
                   f"grids under Images at every validation)\n"),
         description="Where the training outputs are, and the last validation against the rainy inputs",
@@ -113,6 +119,15 @@ def train_flow(run: str, config: str, manifest: str | None = None, iters: int | 
         out["evaluation"] = evaluate_flow(run=str(layout.root), config=config, checkpoint=str(result.checkpoint),
                                           device=device)
     return out
+
+
+def _history_chart(layout: RunLayout) -> str:
+    """The training plot inline (the UI cannot open RUN/reports/training_history.png)."""
+    chart = layout.reports / "training_history.png"
+    try:
+        return f"![training history]({image_uri(chart)})\n\n" if chart.is_file() else ""
+    except (OSError, ValueError) as exc:
+        return f"(training_history.png unreadable: {exc})\n\n"
 
 
 def final_validation_table(row: dict, types: list[str]) -> str:

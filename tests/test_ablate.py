@@ -71,12 +71,17 @@ def test_ablate_two_variants_resumes_and_publishes(setup, prefect_harness, capsy
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+    from data_manifests import RunLayout
+    from flows.artifacts import artifact_key
+
+    key = artifact_key(RunLayout.at(run), "ablation")
+
     async def keys():
         async with get_client() as client:
-            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="run-ablation")))
+            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=key)))
             return {a.key for a in arts}
 
-    assert {"run-ablation", "run-ablation-md"} <= asyncio.run(keys())
+    assert {key, key + "-md"} <= asyncio.run(keys())
 
 
 def test_ablate_refuses_unknown_variants_before_training(setup, capsys):

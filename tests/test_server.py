@@ -1,8 +1,10 @@
 """Against a real Prefect server, started once for this module the way users start it (`python -m
 flows.serve`, i.e. `make serve`): the deployments of prefect.yaml run on a process worker, a completed
 distill triggers train on its run folder, a failed one triggers nothing and `prefect flow-run retry`
-resumes it without redoing finished shards, artifacts are readable through the client and the
-funnel table renders in the UI in headless Chromium. Ctrl-C stops the worker, then the server.
+resumes it without redoing finished shards, artifacts are readable through the client, and in headless Chromium
+the funnel table, the charts, the rejects and the decision gallery render in the UI (every image loaded);
+flow runs are named after stage and run folder, the trainer's log lines reach the train run's log.
+Ctrl-C stops the worker, then the server.
 
 Clients are pointed at this server explicitly (temporary settings, subprocess env): the session's
 ephemeral test harness, used by other modules, is left alone.
@@ -12,12 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -208,7 +208,9 @@ def test_completed_distill_triggers_train_on_its_run_folder(served, data, distil
 
 
 def test_artifacts_readable_through_the_client(served, data, distills):
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterParentFlowRunId,
+    )
 
     from flows.artifacts import artifact_key
 
@@ -226,66 +228,90 @@ def test_artifacts_readable_through_the_client(served, data, distills):
     assert by_stage[("unirain", "ingest")]["kept"] == 8 and by_stage[("unirain", "select")]["kept"] == n_distilled
     for kind in ("candidates-manifest", "retrieval-preview", "vote-tallies", "vote-agreement", "distilled-preview"):
         assert artifact_key(layout, kind) in latest, kind
-    assert layout.manifest("distilled").as_uri() in latest[artifact_key(layout, "distilled-manifest")].data
-
-
-def _chromium() -> tuple[str, str]:
-    """The Debian chromium and its driver, installed when missing (root and apt only)."""
-    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (binary and driver) and shutil.which("apt-get") and os.geteuid() == 0:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"], env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=600)
-        binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (binary and driver):
-        pytest.skip("chromium and chromium-driver are not installed and could not be installed with apt-get")
-    return binary, driver
+    manifest = latest[artifact_key(layout, "distilled-manifest")].data  # the folder as text: browsers refuse file://
+    assert str(layout.manifest("distilled")) in manifest and "file://" not in manifest
+    assert not any("file://" in str(a.data) for a in latest.values() if a.key.startswith(artifact_key(layout, "")))
+    with served.client() as client:  # flow runs named after the stage and the run folder
+        assert client.read_flow_run(distills["good"]).name == "distill · good-run"
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[distills["good"]])))
+    assert {r.name for r in children} >= {f"{s} · good-run" for s in ("ingest", "caption", "vote", "select")}
 
 
 def test_funnel_table_renders_in_the_ui(served, data, distills):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-
     from flows.artifacts import artifact_key
 
+    from .browser import body_text, browser, wait_for
+
     root, _ = data
-    binary, driver = _chromium()
     wait_for_run(served, distills["good"], {"COMPLETED"})
     layout = RunLayout.at(root / "good-run")
     with served.client() as client:
         (funnel,) = [a for a in client.read_latest_artifacts(limit=200) if a.key == artifact_key(layout, "funnel")]
     rows = json.loads(funnel.data)
-    opts = webdriver.ChromeOptions()
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                 "--window-size=1400,1100"):
-        opts.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="unirain-chromium-")
-    opts.add_argument(f"--user-data-dir={profile}")
-    opts.binary_location = binary
-    browser = webdriver.Chrome(options=opts, service=Service(driver))
-    try:
-        browser.set_page_load_timeout(120)
+    wanted = [str(r["source"]) for r in rows] + [r["stage"] for r in rows] + ["kept", "rejected"]
+    with browser() as b:
         # the latest version of the run's funnel (a key's own page is the timeline of its versions)
-        browser.get(f"{served.ui_url}/artifacts/artifact/{funnel.latest_id}")
-        wanted = [str(r["source"]) for r in rows] + [r["stage"] for r in rows] + ["kept", "rejected"]
-        deadline = time.monotonic() + 90
-        while True:
-            text = browser.find_element(By.TAG_NAME, "body").text
-            if all(w in text for w in wanted) or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        b.get(f"{served.ui_url}/artifacts/artifact/{funnel.latest_id}")
+        text = wait_for(b, lambda b: (lambda t: t if all(w in t for w in wanted) else None)(body_text(b))) or body_text(b)
         OUTPUT.mkdir(exist_ok=True)
-        browser.save_screenshot(str(OUTPUT / "funnel_artifact.png"))
-    finally:
-        browser.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+        b.save_screenshot(str(OUTPUT / "funnel_artifact.png"))
     assert funnel.key in text
     missing = [w for w in wanted if w not in text]
     assert not missing, f"not on the page: {missing}\n{text[:2000]}"
     select_row = next(r for r in rows if r["stage"] == "select")
     assert f"select\n{select_row['kept']}" in text or f"select {select_row['kept']}" in text
+
+
+def test_charts_rejects_and_decision_gallery_render_in_the_ui(served, data, distills):
+    """What the UI shows is the artifact itself: every chart and thumbnail is an <img> that has loaded
+    (a blocked or broken image has natural width 0), the rejects and the gallery read as text."""
+    from flows.artifacts import artifact_key
+    from flows.gallery import decision_gallery, read_rejects
+
+    from .browser import all_loaded, body_text, browser, images, wait_for
+
+    root, _ = data
+    wait_for_run(served, distills["good"], {"COMPLETED"})
+    layout = RunLayout.at(root / "good-run")
+    with served.client() as client:
+        latest = {a.key: a for a in client.read_latest_artifacts(limit=200)}
+    decisions = decision_gallery(layout)
+    rejects = read_rejects(layout)
+    pages = {"select-charts": (2, ["p_real.png", "retrieval_scores.png"]),
+             "decision-gallery": (2 * len(decisions), ["outcome", "real reference", "judges (p_real)", decisions[0].pair_id[:12]]),
+             "rejects": (0, ["By stage and reason", *rejects["reason"].unique()])}
+    seen = {}
+    with browser() as b:
+        for kind, (n_images, words) in pages.items():
+            artifact = latest[artifact_key(layout, kind)]
+            assert len(artifact.data) < 3_000_000, (kind, len(artifact.data))  # a few MB at most
+            b.get(f"{served.ui_url}/artifacts/artifact/{artifact.latest_id}")
+            ready = lambda b: all(w in body_text(b) for w in words) and all_loaded(images(b) and [  # noqa: E731
+                i for i in images(b) if i[0].startswith("data:image/")] or [[None, True, 1]], max(n_images, 1))
+            wait_for(b, ready, timeout=60)
+            seen[kind] = ([i for i in images(b) if i[0].startswith("data:image/")], body_text(b))
+            b.save_screenshot(str(OUTPUT / f"{kind}_artifact.png"))
+    for kind, (n_images, words) in pages.items():
+        imgs, text = seen[kind]
+        assert len(imgs) == n_images and all(done and width > 0 for _, done, width in imgs), (kind, imgs)
+        missing = [w for w in words if w not in text]
+        assert not missing, f"{kind}: not on the page: {missing}\n{text[:1500]}"
+
+
+def test_training_logs_reach_the_train_run_in_the_ui(served, data, distills):
+    """The trainer's `unirain.*` log lines are in the triggered train run's log (what the UI shows)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    root, _ = data
+    wait_for_run(served, distills["good"], {"COMPLETED"})
+    (train,) = wait_for_train(served, RunLayout.at(root / "good-run").root)
+    train = wait_for_run(served, train.id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=180)
+    assert train.name == "train · good-run"
+    with served.client() as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[train.id])))
+    ours = [log for log in logs if log.name.startswith(("unirain.", "unirain_model."))]
+    assert ours, "no unirain log line in the train run's log:\n" + "\n".join(f"{l.name}: {l.message}" for l in logs)
 
 
 def test_failed_distill_triggers_nothing_and_retry_resumes(served, data, distills):

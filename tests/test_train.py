@@ -181,7 +181,7 @@ def test_train_and_evaluate_flows(tmp_path, data_dir, prefect_harness):
     async def keys():
         # Exact keys, newest first: other tests of the session make `run-*` artifacts too, and a
         # prefix query can pass the server's page limit before reaching these.
-        wanted = ["run-training-progress", "run-evaluation"]
+        wanted = [artifact_key(RunLayout.at(run), k) for k in ("training-progress", "evaluation")]
         async with get_client() as client:
             arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=wanted)),
                                                sort=ArtifactSort.CREATED_DESC)
@@ -190,9 +190,12 @@ def test_train_and_evaluate_flows(tmp_path, data_dir, prefect_harness):
             latest.setdefault(a.key, a)
         return latest
 
+    from data_manifests import RunLayout
+    from flows.artifacts import artifact_key
+
     arts = asyncio.run(keys())
-    assert arts["run-training-progress"].data == 100.0
-    assert "psnr_y" in arts["run-evaluation"].data
+    assert arts[artifact_key(RunLayout.at(run), "training-progress")].data == 100.0
+    assert "psnr_y" in arts[artifact_key(RunLayout.at(run), "evaluation")].data
 
 
 def test_cli_evaluate_and_derain(tmp_path, data_dir):
