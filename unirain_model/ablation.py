@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from data_manifests.paths import confined_join
-from data_manifests import RAIN_TYPES
+from data_manifests import all_types
 from unirain_model.config import REPO_ROOT, ConfigError, TrainConfig
 
 MODEL_DIR = REPO_ROOT / "configs" / "model"
@@ -99,7 +99,7 @@ def per_type(scores: pd.DataFrame) -> dict[str, float]:
     """{psnr_<type>, ssim_<type>, psnr_avg, ssim_avg}: means per rain type, and the average of the
     type means (each type counts once, as the paper averages its test sets)."""
     out: dict[str, float] = {}
-    types = [t for t in RAIN_TYPES if t in set(scores["rain_type"])]
+    types = [t for t in all_types() if t in set(scores["rain_type"])]  # every declared type (snow, fog too)
     for m in SCORES:
         means = [float(scores.loc[scores["rain_type"] == t, m].mean()) for t in types]
         for t, v in zip(types, means):
@@ -122,7 +122,7 @@ def paper_table(scores: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def format_markdown(table: pd.DataFrame) -> str:
     """The table as markdown, PSNR/SSIM per type as `PSNR / SSIM` cells like the paper's tables."""
-    types = [t for t in RAIN_TYPES if f"psnr_{t}" in table]
+    types = [t for t in all_types() if f"psnr_{t}" in table]
     cols = [*types, "avg"]
     header = ["config", *[f"{c} PSNR / SSIM" for c in cols]]
     if "gain_psnr" in table:
