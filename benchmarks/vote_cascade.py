@@ -99,7 +99,7 @@ def bench_cascade(threshold: float | None = None) -> tuple[list[dict], dict]:
                           votes.panel)
         best = pairs.sort_values("agree_pct", ascending=False).iloc[0]
         names = {Path(j.name).name: j for j in judges}
-        first = [names[best["judge_a"]], names[best["judge_b"]]]
+        first = [names[best["judge"]], names[best["other"]]]
         reordered = first + [j for j in judges if j not in first]
         rows.append(variant("cascade, config order", judges, True))
         rows.append(variant("cascade, most-agreeing pair first", reordered, True))

@@ -146,10 +146,13 @@ LEAK_CHECK = register("leak_check", 1, "pair_id", [
     f("test_leak", pa.bool_()),
 ])
 
-VOTES = register("votes", 1, "pair_id", [
+# Version 2: `judge` is the judge's short name (reports and reject details use the same), the model id
+# is `judge_model`. `ref_id` is "" when the judges saw no reference (vote.reference: false).
+VOTES = register("votes", 2, "pair_id", [
     f("pair_id", pa.string()),
     f("ref_id", pa.string()),
     f("judge", pa.string()),
+    f("judge_model", pa.string()),
     f("p_real", pa.float32(), nullable=True),
     f("vote", pa.bool_(), nullable=True),  # null = abstention, never a yes or a no
     f("error", pa.string(), nullable=True),

@@ -1,7 +1,7 @@
 """The run configuration, one module: every section a `Section` (unknown keys refused), one loader.
 
-`load_run_config(path)` reads the YAML, resolves relative paths from the config's folder (never the
-working directory), and validates everything in one pass, the model library's `train:` and
+`load_run_config(path)` reads the YAML (after the config it `extends:`, if any), resolves relative paths
+from the config's folder (never the working directory), and validates everything in one pass, the model library's `train:` and
 `evaluate:` sections included (`unirain_model.config.TrainConfig` / `EvalConfig`), so a wrong key
 anywhere fails at once with the dotted key in the message (`retrieval.k_visual: ...`). Stage
 modules take their own section object, never the raw dict.
@@ -94,6 +94,10 @@ class RetrievalConfig(Section):
 
 
 class VoteConfig(Section):
+    enabled: bool = Field(True, description="false: the paper's 'no generation stage' ablation: no judge is loaded "
+                                            "or called, select keeps what passed retrieval (and the select: limits)")
+    reference: bool = Field(True, description="false: the paper's 'VLM only (no RAG)' ablation: judges see the "
+                                              "candidate alone, with a question that names no reference")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="vote = p_real >= threshold")
     cascade: bool = True
     timeout_s: float = Field(60.0, gt=0)
@@ -149,6 +153,15 @@ class RunConfig(Section):
     task_runner: TaskRunnerConfig = TaskRunnerConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _limits_need_retrieval(self):
+        if not self.vote.reference:
+            limits = sorted(k for k, v in self.select.model_dump().items() if v is not None)
+            if limits:
+                raise ValueError(f"select.{limits[0]}: retrieval scores are not used with vote.reference: false "
+                                 "(VLM only, no RAG); remove the select: limits")
+        return self
 
     @property
     def num_shards_explicit(self) -> bool:
@@ -254,10 +267,40 @@ def _resolve_ref(ref: dict[str, Any], base: Path, key: str, origin: str) -> dict
     return ref
 
 
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`: mappings merge key by key, anything else (lists included) replaces, and so
+    does a model (a mapping with `backend:`): another model's `pretrained` or `options` must not leak in."""
+    out = dict(base)
+    for key, value in over.items():
+        merge = isinstance(value, dict) and isinstance(out.get(key), dict) and "backend" not in value
+        out[key] = _merge(out[key], value) if merge else value
+    return out
+
+
+def load_config_data(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config's raw data with its paths resolved, after its `extends:` chain: `extends: ../paper.yaml`
+    (relative to this file) loads that config first, each file's paths read from its own folder, and
+    lays this file's keys over it (`configs/ablations/`)."""
+    path = Path(path)
+    data = load_yaml(path)
+    parent = data.pop("extends", None)
+    data = resolve_config_paths(data, path.parent.resolve(), str(path))
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: extends: must be the path of another config file")
+    base = (path.parent / parent).expanduser().resolve()
+    if base in _seen or base == path.resolve():
+        raise ConfigError(f"{path}: extends: {parent} makes a loop ({' -> '.join(str(p) for p in (*_seen, base))})")
+    if not base.is_file():
+        raise ConfigError(f"{path}: extends: config file not found: {base} (read from this file's folder)")
+    return _merge(load_config_data(base, (*_seen, path.resolve())), data)
+
+
 def load_run_config(path: str | Path) -> RunConfig:
     """The whole run config, validated in one pass, paths resolved from the config's folder."""
     path = Path(path)
-    data = resolve_config_paths(load_yaml(path), path.parent.resolve(), str(path))
+    data = load_config_data(path)
     cfg = parse_run_config(data, str(path))
     if "model" not in (data.get("train") or {}) and isinstance(cfg.train.model, str):
         from unirain_model.config import resolve_model_path  # the built-in default: a file of the repository

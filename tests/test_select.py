@@ -63,7 +63,7 @@ def build_run(root) -> RunLayout:
     for i, answers in pairs.items():
         for judge, value in answers.items():
             p = value if isinstance(value, float) else None
-            rows.append({"pair_id": pid(i), "ref_id": "g0", "judge": judge, "p_real": p,
+            rows.append({"pair_id": pid(i), "ref_id": "g0", "judge": judge, "judge_model": judge, "p_real": p,
                          "vote": None if p is None else p >= T, "error": None if p is not None else value,
                          "prompt_version": "rain-realism-v1"})
     meta = VoteMeta(PANEL, T, True, "rain-realism-v1")

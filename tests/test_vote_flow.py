@@ -67,7 +67,7 @@ def test_first_vote_asks_each_question_once_with_the_cascade(voted_run):
     assert totals["questions"] == len(votes)
     assert votes["p_real"].between(0, 1).all() and (votes["vote"] == (votes["p_real"] >= 0.5)).all()
     # the third judge was asked exactly where the first two disagreed
-    first_two = votes[votes["judge"] != models.judges[2].name].groupby("pair_id")["vote"].nunique()
+    first_two = votes[votes["judge_model"] != models.judges[2].name].groupby("pair_id")["vote"].nunique()
     assert sorted(per_pair[per_pair == 3].index) == sorted(first_two[first_two == 2].index)
     with JudgeCache(run) as cache:
         assert cache.count() == len(votes)

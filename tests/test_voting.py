@@ -218,7 +218,7 @@ def test_votes_shard_records_its_threshold_and_goes_stale(tmp_path):
 
     run = RunLayout.at(tmp_path).create(2)
     meta = VoteMeta(("judge_a", "judge_b", "judge_c"), 0.5, True)
-    row = {"pair_id": "p" * 32, "ref_id": "r", "judge": "judge_a", "p_real": 0.7, "vote": True, "error": None,
+    row = {"pair_id": "p" * 32, "ref_id": "r", "judge": "judge_a", "judge_model": "judge_a", "p_real": 0.7, "vote": True, "error": None,
            "prompt_version": meta.prompt_version}
     write_votes(run, 0, [row], [], meta)
     assert read_vote_meta(run.manifest("votes") / "part-00000.parquet") == meta
@@ -231,7 +231,11 @@ def test_votes_shard_records_its_threshold_and_goes_stale(tmp_path):
         return digest(VoteStage(cfg, 2).fingerprint_payload({"retrieve": "g"}))
 
     assert fingerprint(threshold=0.5) == fingerprint(threshold=0.5, timeout_s=5, chunk_size=8)  # how, not what
-    assert len({fingerprint(threshold=0.5), fingerprint(threshold=0.6), fingerprint(cascade=False)}) == 3
+    assert len({fingerprint(threshold=0.5), fingerprint(threshold=0.6), fingerprint(cascade=False),
+                fingerprint(reference=False), fingerprint(enabled=False)}) == 5
+    # voting off: no panel in the fingerprint, so the judges may change without redoing anything
+    cfg = RunConfig(models={"judges": judges[:1]}, vote=VoteConfig(enabled=False))
+    assert digest(VoteStage(cfg, 2).fingerprint_payload({"retrieve": "g"})) == fingerprint(enabled=False)
     # a shard holding a pair to retry is never done
     stage = VoteStage(RunConfig(models={"judges": judges}), 2)
     assert stage.shard_redo_reason(run, 0) is None

@@ -20,16 +20,16 @@ from data_manifests import RunLayout, read_manifest
 from data_manifests.levels import RETRIEVAL_LEVELS, SCORE_COLUMNS
 from tasks.config import SelectConfig
 from tasks.funnel import format_table, funnel_table
-from tasks.vote.stage import ABSTAIN, NO, RETRY, YES, short_name
+from tasks.vote.stage import ABSTAIN, NO, RETRY, YES
 
 TALLY_COLUMNS = ["judge", "asked", "yes", "no", "abstain_final", "abstain_retry", "mean_p_real"]
-AGREEMENT_COLUMNS = ["judge_a", "judge_b", "both_voted", "agree_pct", "cohen_kappa"]
+# one row per pair of judges: `judge` and `other` are two short names of the panel (`votes.judge`)
+AGREEMENT_COLUMNS = ["judge", "other", "both_voted", "agree_pct", "cohen_kappa"]
 
 
 def labels(panel) -> dict[str, str]:
-    """Short judge labels for tables (folder names of local checkpoints), unless they collide."""
-    short = {m: short_name(m) for m in panel}
-    return short if len(set(short.values())) == len(short) else {m: m for m in panel}
+    """The label of each judge in tables: `Votes.panel` already holds the short names `votes.judge` has."""
+    return {m: m for m in panel}
 
 
 def judge_tallies(votes: pd.DataFrame, panel, codes_of_rows: np.ndarray) -> pd.DataFrame:
@@ -65,10 +65,23 @@ def agreement(codes: np.ndarray, panel) -> pd.DataFrame:
         both = np.isin(codes[:, i], (YES, NO)) & np.isin(codes[:, j], (YES, NO))
         a, b = codes[both, i] == YES, codes[both, j] == YES
         kappa = cohen_kappa(a, b)
-        rows.append({"judge_a": names[panel[i]], "judge_b": names[panel[j]], "both_voted": int(both.sum()),
+        rows.append({"judge": names[panel[i]], "other": names[panel[j]], "both_voted": int(both.sum()),
                      "agree_pct": round(100.0 * float((a == b).mean()), 1) if both.any() else None,
                      "cohen_kappa": None if kappa is None else round(kappa, 3)})
     return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
+
+
+def agreement_matrix(pairs: pd.DataFrame, panel) -> pd.DataFrame:
+    """`agreement` as a square table whose rows and columns are the same judges in panel order: each
+    cell "agree % (kappa, pairs)", the diagonal "-"."""
+    names = [labels(panel)[m] for m in panel]
+    cells = {(a, a): "-" for a in names}
+    for r in pairs.itertuples(index=False):
+        pct = "n/a" if r.agree_pct is None or pd.isna(r.agree_pct) else f"{r.agree_pct:g}%"
+        kappa = "n/a" if r.cohen_kappa is None or pd.isna(r.cohen_kappa) else f"{r.cohen_kappa:.2f}"
+        cells[(r.judge, r.other)] = cells[(r.other, r.judge)] = f"{pct} (κ {kappa}, n={r.both_voted})"
+    return pd.DataFrame([{"judge": a, **{b: cells.get((a, b), "") for b in names}} for a in names],
+                        columns=["judge", *names])
 
 
 def fleiss_kappa(codes: np.ndarray) -> tuple[int, float | None]:
@@ -86,14 +99,25 @@ def fleiss_kappa(codes: np.ndarray) -> tuple[int, float | None]:
 
 
 def votes_markdown(tallies: pd.DataFrame, pairs: pd.DataFrame, fleiss: tuple[int, float | None], threshold: float,
-                   vote_thresholds, cascade: bool, counts: dict) -> str:
+                   vote_thresholds, cascade: bool, counts: dict, panel=None, enabled: bool = True,
+                   reference: bool = True) -> str:
     n, kappa = fleiss
+    if not enabled:
+        return "\n".join(["# Votes", "", "Voting was off (`vote.enabled: false`, the paper's \"no generation stage\" "
+                          "ablation): no judge was asked, and every pair that passed retrieval and the `select:` "
+                          "limits is distilled.", "", "## Outcome of the cut", "",
+                          format_table(pd.DataFrame([counts])), ""])
+    panel = list(panel) if panel is not None else list(dict.fromkeys([*pairs["judge"], *pairs["other"]]))
     lines = [
         "# Votes", "",
+        *([] if reference else ["The judges saw each candidate alone (`vote.reference: false`, the paper's \"VLM only "
+                                "(no RAG)\" ablation): no retrieved reference, a question without one.", ""]),
         f"Cut at threshold **{threshold:g}** (vote = p_real >= threshold); the vote stage ran at "
         f"{', '.join(f'{t:g}' for t in vote_thresholds) or '(none)'} with the cascade {'on' if cascade else 'off'}.", "",
         "## Per judge", "", format_table(tallies), "",
-        "## Agreement between judges (pairs both voted on)", "", format_table(pairs), "",
+        "## Agreement between judges (pairs both voted on)", "",
+        "Each cell: how often the row's and the column's judge gave the same vote, Cohen's kappa, and the pairs "
+        "both voted on.", "", format_table(agreement_matrix(pairs, panel)), "",
         f"Fleiss' kappa over the {n} pairs every judge voted on: {'n/a' if kappa is None else f'{kappa:.3f}'}.", "",
     ]
     if cascade:
@@ -177,7 +201,8 @@ def write_select_reports(run: RunLayout, sel, votes, cfg: SelectConfig | None = 
     funnel = write_funnel(run)
     tallies, pairs, fleiss = vote_summary(votes, sel.threshold)
     (run.reports / "votes.md").write_text(
-        votes_markdown(tallies, pairs, fleiss, sel.threshold, votes.thresholds, votes.cascade, sel.counts))
+        votes_markdown(tallies, pairs, fleiss, sel.threshold, votes.thresholds, votes.cascade, sel.counts,
+                       votes.panel, votes.enabled, votes.reference))
     pngs = plot_scores(run.reports, votes.rows, votes.panel, retrieval_scores(run), sel.threshold, votes.thresholds, cfg)
     files = [run.reports / "funnel.parquet", run.reports / "funnel.md", run.reports / "votes.md", *pngs]
     return {"funnel": funnel, "tallies": tallies, "agreement": pairs, "fleiss": fleiss, "files": files}

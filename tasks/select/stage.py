@@ -1,7 +1,8 @@
 """Selection: candidates + retrieval + votes -> `distilled` and `select` rejects. Thresholds apply here only.
 
 Every candidate that no stage after ingest has rejected gets exactly one outcome:
-  - `no_reference`:    no retrieval row (retrieval found no usable gallery reference);
+  - `no_reference`:    no retrieval row (retrieval found no usable gallery reference; not with
+                       `vote.reference: false`, where the judges saw the candidate alone);
   - `below_threshold`: a retrieval score beyond an optional minimum of `select:` (min_ssim,
                        min_image_cos, max_text_l2);
   - the votes, re-read at threshold X (`tasks.vote.stage.tally_matrix`): accepted -> `distilled`
@@ -9,6 +10,8 @@ Every candidate that no stage after ingest has rejected gets exactly one outcome
     judges asked), rejected -> `voted_out`, too few valid votes for good -> `judge_error`, open ->
     `undecided` (a judge the cascade skipped at the vote stage's threshold, or a transient
     abstention, would decide; these are counted as `needs_skipped_judge` / `needs_retry`).
+With `vote.enabled: false` (no judge asked: the paper's "no generation stage" ablation) every pair
+left after those two is distilled with `n_yes = n_votes = 0`.
 Candidates with a reject at an earlier stage after ingest (caption, embed, retrieve, vote) are not
 touched: they are rejects already, and writing another would count them twice.
 
@@ -35,7 +38,7 @@ from data_manifests.levels import RETRIEVAL_LEVELS, SCORE_COLUMNS
 from tasks.pipeline import spec
 from tasks.stage import Stage, read_state, split_shards, write_result
 from tasks.vote.stage import (
-    ABSTAIN, JUDGE_ERROR, NO, RETRY, SKIPPED, UNDECIDED, YES, META_KEY, VoteMeta, short_name, tally_matrix,
+    ABSTAIN, JUDGE_ERROR, NO, RETRY, SKIPPED, UNDECIDED, YES, META_KEY, VoteMeta, tally_matrix,
 )
 
 STAGE = "select"
@@ -48,9 +51,12 @@ class Votes:
     """The votes manifest with the VoteMeta of the shard each row came from."""
 
     rows: pd.DataFrame              # votes columns + `vote_threshold`
-    panel: tuple[str, ...]
+    panel: tuple[str, ...]          # the judges' short names (`votes.judge`) in panel order
     thresholds: tuple[float, ...]   # the vote stage's thresholds, one per distinct value
     cascade: bool
+    models: tuple[str, ...] = ()    # their model ids (`votes.judge_model`), same order
+    enabled: bool = True            # False: the vote stage asked no judge (vote.enabled: false)
+    reference: bool = True          # False: the judges saw the candidate alone (vote.reference: false)
 
 
 def load_votes(run: RunLayout) -> Votes:
@@ -70,9 +76,15 @@ def load_votes(run: RunLayout) -> Votes:
     if len(panels) > 1:
         raise ValueError(f"{run.manifest('votes')}: shards voted by different judge panels {sorted(panels)}: "
                          "finish the vote stage with one panel (rerun it) before selecting")
+    modes = {(m.enabled, m.reference) for m in metas}
+    if len(modes) > 1:
+        raise ValueError(f"{run.manifest('votes')}: shards voted with different vote.enabled / vote.reference: "
+                         "finish the vote stage with one config (rerun it) before selecting")
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=schema.columns + ["vote_threshold"])
-    return Votes(rows, next(iter(panels), ()), tuple(sorted({m.threshold for m in metas})),
-                 all(m.cascade for m in metas) if metas else False)
+    enabled, reference = next(iter(modes), (True, True))
+    first = metas[0] if metas else VoteMeta((), 0.5, False)
+    return Votes(rows, first.labels, tuple(sorted({m.threshold for m in metas})),
+                 all(m.cascade for m in metas) if metas else False, first.panel, enabled, reference)
 
 
 def outcome_codes(votes: pd.DataFrame, threshold: float) -> np.ndarray:
@@ -95,7 +107,7 @@ def code_matrix(votes: pd.DataFrame, panel: tuple[str, ...], threshold: float, p
 
 def _answer_text(votes: pd.DataFrame, threshold: float) -> pd.Series:
     """'judge_a: no (0.312)' / 'judge_b: abstained (error)' per votes row."""
-    names = votes["judge"].map(short_name)
+    names = votes["judge"].astype(str)
     p = votes["p_real"].astype(float)
     verdict = np.where(p >= threshold, "yes", "no")
     scored = names + ": " + pd.Series(verdict, index=votes.index) + " (" + p.map("{:.3f}".format) + ")"
@@ -129,14 +141,17 @@ def select_pairs(candidates: pd.DataFrame, rejects: pd.DataFrame, retrieval: pd.
                                      "source": part["source"], "path": part["rainy_path"]}))
 
     open_ = np.ones(len(todo), dtype=bool)
-    no_ref = todo["ref_id"].isna().to_numpy()
-    reject(no_ref, "no_reference", "no retrieval row: no gallery reference passed retrieval")
-    open_ &= ~no_ref
+    if votes.reference:
+        no_ref = todo["ref_id"].isna().to_numpy()
+        reject(no_ref, "no_reference", "no retrieval row: no gallery reference passed retrieval")
+        open_ &= ~no_ref
+    else:  # the judges saw the candidate alone: no reference is needed, none is recorded
+        todo["ref_id"] = ""
     below = np.zeros(len(todo), dtype=bool)
     detail = pd.Series("", index=todo.index)
     for level in RETRIEVAL_LEVELS:  # the last level first would change no count, only the detail's wording
         column, option = level.score, level.limit_key
-        limit = getattr(cfg, option)
+        limit = getattr(cfg, option) if votes.reference else None  # the config refuses limits without references
         if limit is None:
             continue
         values = todo[column].astype(float)
@@ -150,6 +165,14 @@ def select_pairs(candidates: pd.DataFrame, rejects: pd.DataFrame, retrieval: pd.
     open_ &= ~below
 
     voting = todo[open_]
+    if not votes.enabled:  # no generation stage: what passed retrieval (and the limits) is the result
+        distilled = voting[get_schema("candidates").columns + ["ref_id"]].assign(n_yes=0, n_votes=0).reset_index(drop=True)
+        select_rejects = pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=REJECT_COLUMNS)
+        counts = {"candidates": len(candidates), "rejected_earlier": len(candidates) - len(todo),
+                  "distilled": len(distilled), **{r: int((select_rejects["reason"] == r).sum()) for r in
+                                                  ("no_reference", "below_threshold", "voted_out", JUDGE_ERROR, UNDECIDED)},
+                  "needs_skipped_judge": 0, "needs_retry": 0}
+        return Selection(distilled, select_rejects[REJECT_COLUMNS], float(threshold), votes.panel, counts)
     rows = votes.rows[votes.rows["pair_id"].isin(set(voting["pair_id"]))]
     unvoted = ~voting["pair_id"].isin(set(rows["pair_id"]))
     if unvoted.any():
@@ -240,7 +263,7 @@ def select_run(run: RunLayout, threshold: float | None = None, cfg: SelectConfig
     return sel, votes
 
 
-CUT_VERSION = 2  # bump when the cut's logic changes: a rerun then recomputes instead of skipping
+CUT_VERSION = 3  # bump when the cut's logic changes: a rerun then recomputes instead of skipping
 REPORTS = ("funnel.parquet", "funnel.md", "votes.md", "p_real.png", "retrieval_scores.png")
 COUNT_KEYS = ("candidates", "rejected_earlier", "distilled", "no_reference", "below_threshold", "voted_out",
               JUDGE_ERROR, UNDECIDED, "needs_skipped_judge", "needs_retry", "threshold", "missing", "duplicated")
@@ -260,7 +283,7 @@ class SelectStage(Stage):
         self.threshold = cfg.vote.threshold if threshold is None else float(threshold)
 
     def config_section(self) -> dict:
-        return {"threshold": self.threshold,
+        return {"threshold": self.threshold, "vote.enabled": self.cfg.vote.enabled, "vote.reference": self.cfg.vote.reference,
                 **{f"select.{k}": v for k, v in self.cfg.select.model_dump(mode="json").items()}}
 
     def setup_key(self) -> str:

@@ -62,7 +62,7 @@ from data_manifests.reader import check_file_schema
 from tasks.config import ModelRef, VoteConfig
 from tasks.vote.judge_cache import JudgeCache, is_final_error
 from tasks.vote.judges.base import JUDGES, Judge, JudgeRequest, JudgeResult
-from tasks.vote.judges.prompt import PROMPT_VERSION
+from tasks.vote.judges.prompt import PROMPT_VERSION, prompt_version
 from tasks.pipeline import spec
 from tasks.stage import Stage, output_paths, stage_reject
 
@@ -140,6 +140,16 @@ def judge_model_id(ref: ModelRef) -> str:
     return JUDGES.get(ref.backend).model_id_for(ref)
 
 
+def judge_labels(model_ids: Sequence[str]) -> tuple[str, ...]:
+    """Each judge's short name, used alike in `votes.judge`, reports and reject details: the folder name
+    of a local checkpoint or the last part of a hub id (`judge_a`, `Qwen2-VL-7B-Instruct`) when those
+    are distinct, else `judge_a`, `judge_b`, ... in panel order. The model id has its own column."""
+    short = tuple(short_name(m) for m in model_ids)
+    if len(set(short)) == len(short):
+        return short
+    return tuple(f"judge_{chr(ord('a') + i)}" if i < 26 else f"judge_{i + 1}" for i in range(len(model_ids)))
+
+
 def panel_ids(refs: Sequence[ModelRef]) -> tuple[str, ...]:
     ids = tuple(judge_model_id(r) for r in refs)
     if not ids:
@@ -154,10 +164,16 @@ def panel_ids(refs: Sequence[ModelRef]) -> tuple[str, ...]:
 class VoteMeta:
     """How a votes shard was made; stored in its Parquet metadata."""
 
-    panel: tuple[str, ...]
+    panel: tuple[str, ...]          # model ids, in the order the cascade asks them (empty: voting off)
     threshold: float
     cascade: bool
     prompt_version: str = PROMPT_VERSION
+    reference: bool = True          # False: judges saw the candidate alone (vote.reference)
+    enabled: bool = True            # False: no judge was asked (vote.enabled); select keeps what retrieval passed
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return judge_labels(self.panel)
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "panel": list(self.panel)})
@@ -165,7 +181,8 @@ class VoteMeta:
     @classmethod
     def from_json(cls, text: str | bytes) -> "VoteMeta":
         data = json.loads(text)
-        return cls(tuple(data["panel"]), float(data["threshold"]), bool(data["cascade"]), data["prompt_version"])
+        return cls(tuple(data["panel"]), float(data["threshold"]), bool(data["cascade"]), data["prompt_version"],
+                   bool(data.get("reference", True)), bool(data.get("enabled", True)))
 
 
 
@@ -242,14 +259,20 @@ def run_panel(requests: Sequence[JudgeRequest], judges: Sequence[Judge], cfg: Vo
 
 # --- the vote stage ---------------------------------------------------------------------------
 
-ITEM_COLUMNS = ["pair_id", "ref_id", "ref_path", "rainy_path", "source"]
+ITEM_COLUMNS = ["pair_id", "ref_id", "ref_path", "rainy_path", "source", "rain_type"]
 
 
-def vote_items(run: RunLayout) -> pd.DataFrame:
-    """Every retrieved pair with the paths the judges need: the reference photo and the rainy image."""
+def vote_items(run: RunLayout, reference: bool = True) -> pd.DataFrame:
+    """Every retrieved pair with the paths the judges need: the reference photo and the rainy image.
+    Without references (`vote.reference: false`): every candidate no earlier stage rejected, alone."""
+    if not reference:
+        from tasks.screen import live_candidates
+
+        cands = live_candidates(run, STAGE, ["pair_id", "rainy_path", "source", "rain_type"])
+        return run.absolute_paths(cands, ("rainy_path",)).assign(ref_id="", ref_path=None)[ITEM_COLUMNS]
     retrieval = read_manifest(run.manifest("retrieval"), "retrieval", columns=["pair_id", "ref_id"])
     cands = run.absolute_paths(read_manifest(run.manifest("candidates"), "candidates",
-                                             columns=["pair_id", "rainy_path", "source"]), ("rainy_path",))
+                                             columns=["pair_id", "rainy_path", "source", "rain_type"]), ("rainy_path",))
     gallery = run.absolute_paths(read_manifest(run.manifest("gallery"), "gallery", columns=["image_id", "path", "source"]),
                                  ("path",)).drop(columns=["source"])
     items = retrieval.merge(cands, on="pair_id", how="left").merge(
@@ -276,11 +299,15 @@ def _describe(judges: Sequence[str], row: list[JudgeResult | None], threshold: f
 
 def vote_shard(items: pd.DataFrame, judges: Sequence[Judge], cfg: VoteConfig, cache: JudgeCache | None,
                stats: CallStats | None = None, prompt_version: str = PROMPT_VERSION) -> tuple[list[dict], list[dict]]:
-    """Votes rows and `undecided` rejects for one shard of `vote_items`."""
-    requests = [JudgeRequest(ref_id=r.ref_id, ref_path=r.ref_path, cand_id=r.pair_id, cand_path=r.rainy_path)
-                for r in items.itertuples(index=False)]
+    """Votes rows and `undecided` rejects for one shard of `vote_items`. A row names its judge by its
+    short name (`judge_labels`) in `judge` and by its model id in `judge_model`."""
+    degradation = items["rain_type"] if "rain_type" in items else pd.Series(None, index=items.index, dtype=object)
+    requests = [JudgeRequest(ref_id=r.ref_id or "", ref_path=r.ref_path or None, cand_id=r.pair_id,
+                             cand_path=r.rainy_path, degradation=t)
+                for r, t in zip(items.itertuples(index=False), degradation)]
     answers = run_panel(requests, judges, cfg, cache, stats, prompt_version)
     names = [j.model_id for j in judges]
+    labels = judge_labels(names)
     rows, rejects = [], []
     for item, row in zip(items.itertuples(index=False), answers):
         codes = [outcome(r.p_real, r.error, cfg.threshold) if r is not None else SKIPPED for r in row]
@@ -288,13 +315,14 @@ def vote_shard(items: pd.DataFrame, judges: Sequence[Judge], cfg: VoteConfig, ca
             rejects.append(stage_reject(
                 item.pair_id, STAGE, UNDECIDED,
                 f"no majority at threshold {cfg.threshold:g} yet, retried on the next run: "
-                + _describe([short_name(n) for n in names], row, cfg.threshold),
+                + _describe(labels, row, cfg.threshold),
                 item.source, item.rainy_path))
             continue
-        for name, r in zip(names, row):
+        for name, label, r in zip(names, labels, row):
             if r is None:
                 continue
-            rows.append({"pair_id": item.pair_id, "ref_id": item.ref_id, "judge": name, "p_real": r.p_real,
+            rows.append({"pair_id": item.pair_id, "ref_id": item.ref_id or "", "judge": label, "judge_model": name,
+                         "p_real": r.p_real,
                          "vote": None if r.p_real is None else bool(r.p_real >= cfg.threshold),
                          "error": r.error, "prompt_version": prompt_version})
     return rows, rejects
@@ -355,17 +383,31 @@ def short_name(model_id: str) -> str:
 
 
 class VoteStage(Stage):
-    """The judge panel (`models.judges`, three) votes on every retrieved pair, through the cache."""
+    """The judge panel (`models.judges`, three) votes on every retrieved pair, through the cache.
+
+    The paper's data ablations (`configs/ablations/`): `vote.reference: false` asks the panel about
+    each candidate alone (no retrieval row needed); `vote.enabled: false` loads and asks no judge and
+    writes empty votes shards whose metadata says so, and select keeps what passed retrieval."""
 
     spec = spec("vote")
     upstream = ("retrieve",)
-    CODE_VERSION = 1
+    CODE_VERSION = 2  # 2: votes.judge is the short name, the model id is votes.judge_model
 
     def __init__(self, cfg, num_shards: int):
         super().__init__(cfg, num_shards)
         self.session = os.urandom(8).hex()  # groups this run's lines in reports/vote_calls.jsonl
 
+    @property
+    def enabled(self) -> bool:
+        return self.cfg.vote.enabled
+
+    @property
+    def prompt_version(self) -> str:
+        return prompt_version(self.cfg.vote.reference)
+
     def refs(self) -> list[ModelRef]:
+        if not self.enabled:
+            return []
         judges = self.cfg.models.judges
         if len(judges) != 3:
             raise ValueError(f"models.judges: majority voting needs exactly three judges, the config has {len(judges)}")
@@ -377,14 +419,18 @@ class VoteStage(Stage):
         return judges
 
     def meta(self) -> VoteMeta:
-        return VoteMeta(panel_ids(self.refs()), self.cfg.vote.threshold, self.cfg.vote.cascade, PROMPT_VERSION)
+        panel = panel_ids(self.refs()) if self.enabled else ()
+        return VoteMeta(panel, self.cfg.vote.threshold, self.cfg.vote.cascade, self.prompt_version,
+                        self.cfg.vote.reference, self.enabled)
 
     def config_section(self) -> dict:
-        return {"vote.threshold": self.cfg.vote.threshold, "vote.cascade": self.cfg.vote.cascade,
-                "prompt_version": PROMPT_VERSION}
+        if not self.enabled:
+            return {"vote.enabled": False}
+        return {"vote.enabled": True, "vote.reference": self.cfg.vote.reference, "vote.threshold": self.cfg.vote.threshold,
+                "vote.cascade": self.cfg.vote.cascade, "prompt_version": self.prompt_version}
 
-    def model_id(self) -> str:
-        return ", ".join(panel_ids(self.refs()))
+    def model_id(self) -> str | None:
+        return ", ".join(panel_ids(self.refs())) if self.enabled else None
 
     def setup_key(self) -> str:
         from tasks.stage import digest
@@ -393,6 +439,8 @@ class VoteStage(Stage):
 
     def check(self, run: RunLayout) -> None:
         """Every judge loads and answers before anything is touched; an unreachable one is named."""
+        if not self.enabled:
+            return
         import copy
 
         from tasks.vote.judges import JudgeUnavailable
@@ -408,7 +456,9 @@ class VoteStage(Stage):
                 raise RuntimeError(f"judge {judge.model_id!r} does not report the id its config implies")
 
     def items(self, run: RunLayout) -> pd.DataFrame:
-        return vote_items(run)
+        if not self.enabled:
+            return pd.DataFrame(columns=ITEM_COLUMNS)
+        return vote_items(run, self.cfg.vote.reference)
 
     def setup(self) -> None:
         from tasks.vote.judges import make_judge
@@ -416,9 +466,11 @@ class VoteStage(Stage):
         self.panel = [make_judge(ref, self.cfg.vote) for ref in self.refs()]
 
     def process_shard(self, run: RunLayout, shard: int, rows: pd.DataFrame):
+        if not self.enabled or rows.empty:
+            return [], [], {"model_calls": 0, "cache_hits": 0, "questions": 0}
         stats = CallStats()
         with JudgeCache(run) as cache:
-            kept, rejects = vote_shard(rows, self.panel, self.cfg.vote, cache, stats)
+            kept, rejects = vote_shard(rows, self.panel, self.cfg.vote, cache, stats, self.prompt_version)
         log_calls(run, self.session, shard, stats)
         return kept, rejects, {"model_calls": sum(stats.called.values()), "cache_hits": sum(stats.cached.values()),
                                "questions": sum(stats.needed.values())}

@@ -29,12 +29,20 @@ REFUSED = "request refused"
 
 @dataclass(frozen=True)
 class JudgeRequest:
-    """One question: does the rain in `cand_path` look as real as in `ref_path` (a real photo)?"""
+    """One question: does the rain in `cand_path` look as real as in `ref_path` (a real photo)?
+
+    Without a reference (`ref_path` None, `ref_id` ""; `vote.reference: false`) the question is about
+    the candidate alone. `degradation`: the candidate's type, for the prompt's wording."""
 
     ref_id: str
-    ref_path: str
+    ref_path: str | None
     cand_id: str
     cand_path: str
+    degradation: str | None = None
+
+    @property
+    def has_reference(self) -> bool:
+        return bool(self.ref_path)
 
 
 @dataclass(frozen=True)

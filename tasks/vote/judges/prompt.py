@@ -1,31 +1,74 @@
 """The judge prompt, versioned, in one place.
 
-The vote cache is keyed by `PROMPT_VERSION`: change the wording and bump the version, or old
-answers to the old question would be reused for the new one.
+The vote cache is keyed by the prompt version: change the wording and bump `PROMPT_VERSION`, or old
+answers to the old question would be reused for the new one. Two questions exist:
+  - with a reference (the paper's vote): a real rainy photo first, then the candidate;
+  - without one (`vote.reference: false`, the paper's "VLM only (no RAG)" ablation): the candidate
+    alone (`PROMPT_VERSION_NO_REFERENCE`).
+Wording per degradation type: `DEGRADATION_WORDING` maps a candidate's type (its `rain_type`) to the
+words the question uses; a type not in it gets the rain wording, word for word the v1 prompt. The
+mapping's content is part of `prompt_version()`, so editing it re-asks the judges.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 from typing import Any
 
 PROMPT_VERSION = "rain-realism-v1"
-
-PROMPT_TEXT = (
-    "The first image is a real photograph taken in the rain. "
-    "Does the rain in the second image look as real as the rain in the first image? "
-    "Answer Yes or No."
-)
+PROMPT_VERSION_NO_REFERENCE = "rain-realism-noref-v1"
 
 
-def judge_messages(reference_part: dict[str, Any], candidate_part: dict[str, Any]) -> list[dict[str, Any]]:
-    """One user turn: reference image, candidate image, question.
+@dataclass(frozen=True)
+class Wording:
+    """How the question names a degradation: what the real photo was taken in, and what is judged."""
+
+    weather: str = "taken in the rain"
+    subject: str = "the rain"
+
+
+RAIN = Wording()
+# degradation type -> wording (types absent here get `RAIN`); e.g. "snow": Wording("taken in the snow", "the snow")
+DEGRADATION_WORDING: dict[str, Wording] = {}
+
+
+def wording(degradation: str | None = None) -> Wording:
+    return DEGRADATION_WORDING.get(degradation or "", RAIN)
+
+
+def prompt_text(degradation: str | None = None, reference: bool = True) -> str:
+    w = wording(degradation)
+    if reference:
+        return (f"The first image is a real photograph {w.weather}. "
+                f"Does {w.subject} in the second image look as real as {w.subject} in the first image? "
+                "Answer Yes or No.")
+    return (f"Does {w.subject} in this image look real, as in a real photograph {w.weather}? "
+            "Answer Yes or No.")
+
+
+PROMPT_TEXT = prompt_text()  # the rain question with a reference (v1)
+
+
+def prompt_version(reference: bool = True) -> str:
+    """The version the cache and the votes rows carry: the template's, plus the wording table's digest
+    when it holds any type (so a changed phrase is a new question)."""
+    base = PROMPT_VERSION if reference else PROMPT_VERSION_NO_REFERENCE
+    if not DEGRADATION_WORDING:
+        return base
+    table = json.dumps({k: asdict(v) for k, v in sorted(DEGRADATION_WORDING.items())}, sort_keys=True)
+    return f"{base}+w{hashlib.blake2b(table.encode(), digest_size=4).hexdigest()}"
+
+
+def judge_messages(reference_part: dict[str, Any] | None, candidate_part: dict[str, Any],
+                   degradation: str | None = None) -> list[dict[str, Any]]:
+    """One user turn: reference image (when there is one), candidate image, question.
 
     The reference comes first so that a server with prefix caching (vLLM) reuses it across the
     candidates retrieved for the same reference. The parts are backend-specific image parts
-    (`{"type": "image"}` in-process, `{"type": "image_url", ...}` over HTTP).
+    (`{"type": "image"}` in-process, `{"type": "image_url", ...}` over HTTP). `degradation`: the
+    candidate's type, for its wording (`DEGRADATION_WORDING`).
     """
-    return [
-        {
-            "role": "user",
-            "content": [reference_part, candidate_part, {"type": "text", "text": PROMPT_TEXT}],
-        }
-    ]
+    images = [reference_part, candidate_part] if reference_part is not None else [candidate_part]
+    text = prompt_text(degradation, reference=reference_part is not None)
+    return [{"role": "user", "content": [*images, {"type": "text", "text": text}]}]

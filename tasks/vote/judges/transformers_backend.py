@@ -52,7 +52,16 @@ class TransformersJudge(Judge):
         self.model = AutoModelForImageTextToText.from_pretrained(ref.name, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
         self.model.to(self.device).eval()
         self.yes_ids, self.no_ids = yes_no_token_ids(self.tokenizer)
-        self.prompt = self.render(judge_messages({"type": "image"}, {"type": "image"}))
+        self._prompts: dict[tuple[bool, str | None], str] = {}
+        self.prompt = self.prompt_for(JudgeRequest("", "reference", "", "candidate"))  # the paper's question
+
+    def prompt_for(self, req: JudgeRequest) -> str:
+        """The rendered prompt of a request: with or without the reference image, in its type's wording."""
+        key = (req.has_reference, req.degradation)
+        if key not in self._prompts:
+            image = {"type": "image"}
+            self._prompts[key] = self.render(judge_messages(image if req.has_reference else None, image, req.degradation))
+        return self._prompts[key]
 
     def render(self, messages: list[dict[str, Any]]) -> str:
         """The prompt text of a chat whose image parts are `{"type": "image"}`."""
@@ -85,24 +94,27 @@ class TransformersJudge(Judge):
             chunk = pairs[start : start + self.batch_size]
             cache: dict[str, Image.Image] = {}  # one reference often serves several candidates
             out: list[JudgeResult | None] = [None] * len(chunk)
-            ready: list[tuple[int, list[Image.Image]]] = []
+            ready: list[tuple[int, list[Image.Image], str]] = []
             for i, req in enumerate(chunk):
                 try:
-                    ready.append((i, [_load(req.ref_path, cache), _load(req.cand_path, cache)]))
+                    images = [_load(req.ref_path, cache)] if req.has_reference else []
+                    ready.append((i, images + [_load(req.cand_path, cache)], self.prompt_for(req)))
                 except ImageRejected as exc:
                     out[i] = JudgeResult.failed(f"unreadable image: {exc.detail}")
-            for (i, _), result in zip(ready, self._score([imgs for _, imgs in ready]) if ready else []):
+            scored = self._score([imgs for _, imgs, _ in ready], [p for _, _, p in ready]) if ready else []
+            for (i, _, _), result in zip(ready, scored):
                 out[i] = result
             results.extend(out)  # type: ignore[arg-type]
         return results
 
-    def _score(self, images: list[list[Image.Image]]) -> list[JudgeResult]:
+    def _score(self, images: list[list[Image.Image]], prompts: list[str] | None = None) -> list[JudgeResult]:
+        prompts = prompts or [self.prompt] * len(images)
         try:
-            p_yes, p_no = self.masses(self.next_token_logprobs([self.prompt] * len(images), images))
+            p_yes, p_no = self.masses(self.next_token_logprobs(prompts, images))
         except Exception as exc:  # e.g. out of memory: retry one by one so one bad pair stays one abstention
             if len(images) == 1:
                 return [JudgeResult.failed(f"model error: {type(exc).__name__}: {exc}")]
-            return [r for row in images for r in self._score([row])]
+            return [r for row, p in zip(images, prompts) for r in self._score([row], [p])]
         return [JudgeResult.from_masses(y, n) for y, n in zip(p_yes, p_no)]
 
     def close(self) -> None:

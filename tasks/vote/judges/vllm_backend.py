@@ -142,7 +142,8 @@ class VLLMJudge(Judge):
 
         return {
             "model": self.served_model,
-            "messages": judge_messages(part(req.ref_path), part(req.cand_path)),
+            "messages": judge_messages(part(req.ref_path) if req.has_reference else None, part(req.cand_path),
+                                       req.degradation),
             "max_tokens": 1,
             "temperature": 0.0,
             "logprobs": True,
