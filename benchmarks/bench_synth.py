@@ -1,4 +1,4 @@
-"""Rain synthesis speed: milliseconds per image for each rain type and profile (generation only,
+"""Synthesis speed: milliseconds per image for each degradation type (rain, snow, fog) and profile (generation only,
 photos already decoded), then the whole `synthesize_paired` path (crop + rain + two PNG writes).
 Wall time and CPU time side by side: on a shared machine CPU time is the steadier of the two.
 
@@ -22,11 +22,11 @@ def timed(fn) -> tuple[float, float]:
 
 
 def main() -> None:
-    from data_manifests.schemas import RAIN_TYPES
+    from data_manifests.degradations import all_types
     from tasks.offline.synth import CleanSource, parse_size, render, synthesize_paired
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=30, help="images per rain type and profile")
+    ap.add_argument("--n", type=int, default=30, help="images per type and profile")
     ap.add_argument("--size", default="256x256")
     args = ap.parse_args()
     size = parse_size(args.size)
@@ -35,8 +35,8 @@ def main() -> None:
     for i in range(len(src)):  # decode the built-in photos once, outside the timings
         src.photo(i)
     print(f"{args.n} images of {size[0]}x{size[1]} per row, one process\n")
-    print(f"{'rain type':<14}{'profile':<9}{'wall ms/img':>12}{'cpu ms/img':>12}")
-    for rain_type in RAIN_TYPES:
+    print(f"{'type':<14}{'profile':<9}{'wall ms/img':>12}{'cpu ms/img':>12}")
+    for rain_type in all_types():
         for profile in ("paired", "gallery"):
             wall, cpu = timed(lambda: [render(src, rain_type, profile, 0, i, size) for i in range(args.n)])
             print(f"{rain_type:<14}{profile:<9}{1000 * wall / args.n:>12.1f}{1000 * cpu / args.n:>12.1f}")
