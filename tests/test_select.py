@@ -32,7 +32,7 @@ VOTES = {
 }
 
 
-def build_run(root) -> RunLayout:
+def build_run(root, models: str = "") -> RunLayout:
     """13 candidates: 0 rejected at caption, 1 also named by an ingest `duplicate` reject, 2 rejected at
     retrieve (no_reference), 3 with a low SSIM, 9 undecided at the vote stage, 12 with no retrieval row."""
     run = RunLayout.at(root).create()
@@ -63,10 +63,10 @@ def build_run(root) -> RunLayout:
     for i, answers in pairs.items():
         for judge, value in answers.items():
             p = value if isinstance(value, float) else None
-            rows.append({"pair_id": pid(i), "ref_id": "g0", "judge": judge, "judge_model": judge, "p_real": p,
+            rows.append({"pair_id": pid(i), "ref_id": "g0", "judge": judge, "judge_model": models + judge, "p_real": p,
                          "vote": None if p is None else p >= T, "error": None if p is not None else value,
                          "prompt_version": "rain-realism-v1"})
-    meta = VoteMeta(PANEL, T, True, "rain-realism-v1")
+    meta = VoteMeta(tuple(models + j for j in PANEL), T, True, "rain-realism-v1")  # model ids: `models` + name
     write_votes(run, 0, rows, [rej(pid(9), "vote", "undecided")], meta)
     write_state(run, "vote", {"generation": "votes-1"})  # the vote stage finished (select's upstream)
     return run
@@ -143,6 +143,37 @@ def test_reports(tmp_path):
     assert set(funnel["stage"]) >= {"ingest", "retrieve", "vote", "select"}
     text = (run.reports / "votes.md").read_text()
     assert "2 pairs" in text and "vote.threshold: 0.75" in text
+
+
+def test_judges_have_one_short_name_in_votes_reports_and_reject_details(tmp_path):
+    """Issue 13: `votes.judge` is the name votes.md and reject details use; the model id has its own column;
+    votes.md's agreement table has the same judges on its rows and its columns."""
+    import re
+
+    run = build_run(tmp_path / "run", models="/checkpoints/")  # local checkpoints: ids are folder paths
+    sel, votes = select_run(run, T, SelectConfig(), num_shards=2)
+    assert votes.panel == PANEL and votes.models == tuple("/checkpoints/" + j for j in PANEL)
+    rows = read_manifest(run.manifest("votes"), "votes")
+    assert len(rows[rows["judge"] == "judge_a"]) == 9
+    assert (rows["judge_model"] == "/checkpoints/" + rows["judge"]).all()
+    write_select_reports(run, sel, votes)
+    rejects = read_manifest(run.rejects, "rejects").set_index("item_id")
+    assert set(re.findall(r"(\S+): (?:yes|no|abstained)", rejects.loc[pid(10), "detail"])) == set(PANEL)
+    text = (run.reports / "votes.md").read_text()
+    table = text.split("## Agreement between judges")[1].split("Fleiss")[0]
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    first_column = [line.strip("|").split("|")[0].strip() for line in lines[1:]]
+    assert header == ["judge", *PANEL] and first_column == list(PANEL)
+    assert "/checkpoints/" not in text
+
+
+def test_judge_labels_are_short_and_distinct():
+    from tasks.vote.stage import judge_labels
+
+    assert judge_labels(["/m/judge_a", "/m/judge_b", "/m/judge_c"]) == ("judge_a", "judge_b", "judge_c")
+    assert judge_labels(["Qwen/Qwen2.5-VL-7B-Instruct", "OpenGVLab/InternVL3-8B"]) == ("Qwen2.5-VL-7B-Instruct", "InternVL3-8B")
+    assert judge_labels(["/a/model", "/b/model", "x"]) == ("judge_a", "judge_b", "judge_c")  # folder names collide
 
 
 def test_fleiss_kappa_known_values():

@@ -71,6 +71,10 @@ def test_first_vote_asks_each_question_once_with_the_cascade(voted_run):
     assert sorted(per_pair[per_pair == 3].index) == sorted(first_two[first_two == 2].index)
     with JudgeCache(run) as cache:
         assert cache.count() == len(votes)
+    # each row names its judge by the short name reports use (the tiny judges' folders), the id beside it
+    assert set(votes["judge_model"]) <= {j.name for j in models.judges}
+    assert (votes["judge"] == votes["judge_model"].map(lambda m: m.rsplit("/", 1)[-1])).all()
+    assert (votes["judge"] == "judge_a").any()
 
 
 def test_rerun_after_losing_shards_makes_no_model_call(voted_run):
