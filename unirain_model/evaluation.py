@@ -181,7 +181,7 @@ def format_table(summary: pd.DataFrame) -> str:
     protocol = _protocol_of(summary)
     notes = "; ".join(PROTOCOL_NOTES.get(p, p) for p in protocol.split(","))
     skipped = "skipped" in summary and int(summary["skipped"].fillna(0).sum()) > 0
-    head = (f"{'test set':<16} {'rain type':<13} {'images':>6}" + (f" {'skipped':>7}" if skipped else "")
+    head = (f"{'test set':<16} {'type':<13} {'images':>6}" + (f" {'skipped':>7}" if skipped else "")
             + f" | {'PSNR':>6} {'input':>6} {'gain':>6} | {'SSIM':>6} {'input':>6} {'gain':>7}")
     lines = [f"protocol: {protocol} ({notes})", head, "-" * len(head)]
     previous = None
@@ -213,7 +213,7 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
         better = int((types["gain_psnr"] > 0).sum())
         word = "beats" if g > 0 else "does not beat"
         out.append(f"{ts}: the model {word} the rainy input on average PSNR ({g:+.2f} dB) and is better on "
-                   f"{better} of {len(types)} rain types.")
+                   f"{better} of {len(types)} types.")
     return out
 
 
@@ -222,7 +222,7 @@ def format_markdown(summary: pd.DataFrame, grids: dict[str, str] | None = None) 
     `grids` maps a caption to an image link or data URI shown below the table."""
     protocol = _protocol_of(summary)
     has_y = summary[["psnr_y"]].notna().any().item() if "psnr_y" in summary and len(summary) else False
-    cols = ["test set", "rain type", "images", "PSNR", "input", "gain", "SSIM", "input", "gain"]
+    cols = ["test set", "type", "images", "PSNR", "input", "gain", "SSIM", "input", "gain"]
     if has_y:
         cols += ["PSNR-Y", "input", "gain", "SSIM-Y", "input", "gain"]
     out = [f"Protocol: **{protocol}** ({'; '.join(PROTOCOL_NOTES.get(p, p) for p in protocol.split(','))}). "
