@@ -222,7 +222,7 @@ def run(args) -> dict:
     if args.schedule == "constant":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     else:
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.iters, args.warmup, 0.0))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.iters, args.warmup, args.min_lr / args.lr))
     weights = np.full(len(table.types), 1.0 / len(table.types))
     loader = train_loader(table, args.crop, args.batch, args.seed, 0, args.iters, sampler=args.sampler)
     tail = max(1, args.iters // 4)
@@ -259,7 +259,7 @@ def run(args) -> dict:
     gains = evaluate(model, test)
     result = {"label": args.label or f"{Path(args.model).stem} {' '.join(args.set)}".strip(),
               "model": args.model, "set": args.set, "patch": args.patch, "params": params, "iters": args.iters, "crop": args.crop,
-              "batch": args.batch, "lr": args.lr, "warmup": args.warmup, "wd": args.wd, "aux": args.aux, "loss": args.loss,
+              "batch": args.batch, "lr": args.lr, "warmup": args.warmup, "min_lr": args.min_lr, "wd": args.wd, "aux": args.aux, "loss": args.loss,
               "optim": args.optim, "sampler": args.sampler, "schedule": args.schedule, "gain_curve": gain_curve,
               "switch": [args.switch_at, args.switch_to] if args.switch_at < args.iters else None,
               "seconds": round(seconds, 1), "train_l1": round(float(np.mean(l1s)), 5),
@@ -297,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--crop", type=int, default=64)
     r.add_argument("--lr", type=float, default=5e-4)
     r.add_argument("--warmup", type=int, default=10)
+    r.add_argument("--min-lr", type=float, default=0.0, help="the cosine's floor (the trainer's train.min_lr)")
     r.add_argument("--wd", type=float, default=1e-2)
     r.add_argument("--eps", type=float, default=1e-8)
     r.add_argument("--aux", type=float, default=0.01)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 # The project's one config error and section base (unknown keys refused, frozen).
 from data_manifests.config_base import ConfigError  # noqa: F401  (re-exported: callers import it here)
@@ -47,10 +47,17 @@ class TrainConfig(_Section):
     lr: float = Field(2e-4, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
     warmup_iters: int = Field(3000, ge=0, description="linear warm-up; clipped to iters")
-    min_lr: float = Field(0.0, ge=0, description="cosine floor")
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="after the linear warm-up: cosine from lr down to min_lr, or lr constant")
+    min_lr: float = Field(0.0, ge=0, description="the cosine's floor (<= lr); a floor of 0.3-0.5 x lr keeps a "
+                          "short run learning past the identity plateau (docs/training.md)")
     aux_weight: float = Field(0.01, ge=0, description="weight of the Hard-MoE load-balancing loss")
     l2_iters: int = Field(0, ge=0, description="first iterations trained with mean squared error instead of "
                           "L1: a fast start for short runs (docs/training.md, 'Why it did not learn'); 0 = L1 throughout")
+    loss: Literal["l1", "charbonnier"] = Field(
+        "l1", description="reconstruction loss after the l2_iters phase: l1 (the paper's) or charbonnier "
+                          "sqrt(e² + eps²), which leaves the identity plateau of short runs sooner")
+    charbonnier_eps: float = Field(1e-3, gt=0, description="eps of the Charbonnier loss")
     grad_clip: float | None = Field(None, gt=0)
     eval_every: int = Field(1000, ge=1, description="iterations between per-type validations")
     val_fraction: float = Field(0.05, gt=0, lt=1)
@@ -68,6 +75,14 @@ class TrainConfig(_Section):
     log_every: int = Field(50, ge=1)
     ckpt_every: int = Field(1000, ge=1)
     keep_checkpoints: int = Field(3, ge=1, description="newest checkpoints kept on disk")
+
+    @field_validator("min_lr")
+    @classmethod
+    def _floor_below_lr(cls, v: float, info: ValidationInfo) -> float:
+        lr = info.data.get("lr")
+        if lr is not None and v > lr:
+            raise ValueError(f"the cosine's floor {v} is above train.lr {lr}")
+        return v
 
 
 class EvalConfig(_Section):

@@ -1,5 +1,6 @@
-"""Training loop of the derainer: AdamW, warm-up + cosine, type-weighted L1 + MoE aux loss, per-type
-validation feeding the reweighter (CoBa), AMP on CUDA, DDP under torchrun, resumable checkpoints.
+"""Training loop of the derainer: AdamW, warm-up + cosine (to a floor) or constant lr, type-weighted L1 or
+Charbonnier (after an optional L2 start) + MoE aux loss, per-type validation feeding the reweighter
+(CoBa), AMP on CUDA, DDP under torchrun, resumable checkpoints.
 
     result = train(cfg, run_dir="runs/r1", data="runs/r1/manifests/distilled")
 
@@ -9,6 +10,11 @@ global sample index (see `data.py`), so the resumed run ends where an uninterrup
 `cfg.iters` is the total. DDP: started by `torchrun` (WORLD_SIZE > 1), each rank takes its own slice
 of every iteration's samples, validation sums are all-reduced so every rank gets the same weights,
 and rank 0 alone writes checkpoints, TensorBoard and reports.
+
+Messages (the resume line, validations, checkpoint saves, the summary) go to the `unirain.train` logger,
+which the flows route to Prefect's run log, and to the console when no console handler takes them. The
+progress bar is drawn only on a terminal; elsewhere (a log file, a worker) a plain line every 10 % of the
+run or 30 s takes its place.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import warnings
 from contextlib import nullcontext
@@ -34,7 +41,8 @@ from unirain_model.data import (DataError, TypeTable, iters_per_epoch, read_pair
                                  val_loaders)
 from unirain_model.reweighting import build_reweighter, weighted_type_loss
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("unirain.train")
+PLAIN_PROGRESS_FRACTION, PLAIN_PROGRESS_SECONDS = 0.1, 30.0  # a progress line without a terminal
 
 # progress(iteration, total, info): info has "loss", "lr" and, after an evaluation, "val_l1" and "weights".
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
@@ -60,22 +68,67 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """Linear warm-up over `warmup` steps, then cosine from 1 to `min_ratio` at `total`."""
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float, schedule: str = "cosine") -> float:
+    """Linear warm-up over `warmup` steps, then cosine from 1 to `min_ratio` at `total` (or 1 throughout
+    for `schedule="constant"`)."""
     warmup = min(warmup, total)
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def per_sample_loss(err: torch.Tensor, squared: bool) -> torch.Tensor:
-    """Mean squared (the `l2_iters` warm start) or absolute error per sample of a batch.
+LOSSES = ("l2", "l1", "charbonnier")
+
+
+def per_sample_loss(err: torch.Tensor, kind: str, eps: float = 1e-3) -> torch.Tensor:
+    """Mean per-sample loss of a batch: `l2` (the `l2_iters` warm start), `l1` or `charbonnier`
+    (sqrt(e² + eps²): L1 away from zero, smooth within eps of it; MPRNet/Restormer's loss).
 
     Why L2 first: under L1 the many pixels the rain left unchanged hold a short run at the identity;
-    L2 lets the large rain residuals lead, then L1 removes L2's type-blind global shift
+    L2 lets the large rain residuals lead, then L1/Charbonnier removes L2's type-blind global shift
     (docs/training.md, "Why it did not learn, and the fix")."""
-    return (err.square() if squared else err.abs()).flatten(1).mean(1)
+    if kind == "l2":
+        e = err.square()
+    elif kind == "l1":
+        e = err.abs()
+    elif kind == "charbonnier":
+        e = (err.square() + eps * eps).sqrt()
+    else:
+        raise ValueError(f"unknown loss {kind!r} (expected one of {', '.join(LOSSES)})")
+    return e.flatten(1).mean(1)
+
+
+def loss_at(it: int, cfg: TrainConfig) -> str:
+    """The loss iteration `it` (0-based) trains with: L2 for the first `l2_iters`, then `train.loss`."""
+    return "l2" if it < cfg.l2_iters else cfg.loss
+
+
+def _console_takes(logger: logging.Logger) -> bool:
+    """Whether an INFO record of `logger` reaches a console (stream, not file) handler on its way up:
+    Prefect's console handler in a flow, `basicConfig`'s, pytest's capture. Then the logger alone prints it."""
+    if not logger.isEnabledFor(logging.INFO):
+        return False
+    node: logging.Logger | None = logger
+    while node is not None:
+        for h in node.handlers:
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) and h.level <= logging.INFO:
+                return True
+        node = node.parent if node.propagate else None
+    return False
+
+
+def say(msg: str, bar=None) -> None:
+    """One message of the run: to the `unirain.train` logger (Prefect's run log inside a flow), and to the
+    console (above the progress bar when there is one) unless a console handler already prints it."""
+    log.info(msg)
+    if not _console_takes(log):
+        if bar is not None:
+            bar.write(msg)
+        else:
+            print(msg, file=sys.stderr, flush=True)
 
 
 class _Dist:
@@ -184,23 +237,39 @@ def _read_history(path: Path, upto: int) -> list[dict[str, Any]]:
 
 
 def plot_history(rows: list[dict[str, Any]], types: list[str], path: Path) -> Path | None:
-    """Per-type validation L1 and training weights over iterations, as a PNG."""
+    """Four panels over iterations: training loss, per-type validation L1 and PSNR (the rainy inputs' own
+    PSNR dashed in the type's colour: the line to rise above) and training weights. One legend below the
+    panels, so no line is hidden behind it."""
     if not rows:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    def series(key):
+        return [r.get(key) if r.get(key) is not None else float("nan") for r in rows]
 
     its = [r["iteration"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for t in types:
-        ax1.plot(its, [r.get(f"val_l1_{t}") for r in rows], marker=".", label=t)
-        ax2.plot(its, [r.get(f"weight_{t}") for r in rows], marker=".", label=t)
-    ax1.set(title="validation L1 per rain type", xlabel="iteration", ylabel="L1")
-    ax2.set(title="training weight per rain type", xlabel="iteration", ylabel="weight")
-    ax1.legend(fontsize=8)
-    ax2.legend(fontsize=8)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), layout="constrained")
+    (ax_loss, ax_l1), (ax_psnr, ax_w) = axes
+    ax_loss.plot(its, series("train_loss"), marker=".", color="black")
+    ax_loss.set(title="training loss (mean since the previous validation)", xlabel="iteration", ylabel="loss")
+    for i, t in enumerate(types):
+        c = colours[i % len(colours)]
+        ax_l1.plot(its, series(f"val_l1_{t}"), marker=".", color=c)
+        ax_psnr.plot(its, series(f"val_psnr_{t}"), marker=".", color=c)
+        if any(r.get(f"input_psnr_{t}") is not None for r in rows):
+            ax_psnr.plot(its, series(f"input_psnr_{t}"), ls="--", lw=1, color=c)
+        ax_w.plot(its, series(f"weight_{t}"), marker=".", color=c)
+    ax_l1.set(title="validation L1 per rain type", xlabel="iteration", ylabel="L1")
+    ax_psnr.set(title="validation PSNR per rain type (dashed: the rainy input)", xlabel="iteration", ylabel="PSNR dB")
+    ax_w.set(title="training weight per rain type", xlabel="iteration", ylabel="weight")
+    handles = [Line2D([], [], color=colours[i % len(colours)], marker=".", label=t) for i, t in enumerate(types)]
+    handles.append(Line2D([], [], color="grey", ls="--", lw=1, label="input (no deraining)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -210,7 +279,9 @@ def plot_history(rows: list[dict[str, Any]], types: list[str], path: Path) -> Pa
 # ----------------------------------------------------------------------------- training
 def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: ProgressFn | None = None,
           show_progress_bar: bool = True, types: Sequence[str] | None = None) -> TrainResult:
-    """`types`: the run's degradation types (`data.run_types(config)`); None = every declared type in the data."""
+    """`types`: the run's degradation types (`data.run_types(config)`); None = every declared type in the data.
+    `show_progress_bar`: a bar on a terminal, a plain line every 10 % (or 30 s) elsewhere; False = neither
+    (for callers that report progress themselves)."""
     run_dir = Path(run_dir)
     ddp = _Dist(cfg.device)
     device = ddp.device
@@ -243,7 +314,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     min_ratio = cfg.min_lr / cfg.lr
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, cfg.iters, cfg.warmup_iters, min_ratio))
+        optimizer, lambda s: lr_factor(s, cfg.iters, cfg.warmup_iters, min_ratio, cfg.schedule))
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -272,12 +343,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
         weights = np.asarray(state["weights"], dtype=np.float64)
         _set_rng_state(state["rng"], device)
         start = int(state["iteration"])
+        if ddp.main:  # the run's first line says it continues, and from where
+            say(f"resuming from iteration {start} of {cfg.iters}, checkpoint {latest.weights_path}")
         if state.get("train_pairs", len(train_pairs)) != len(train_pairs):
             warnings.warn(f"{data}: {len(train_pairs)} training pairs now, {state['train_pairs']} when the checkpoint "
                           "was written: the resumed run's batches and epochs differ from an uninterrupted one", stacklevel=2)
         history = _read_history(reports / "training_history.csv", start)
-        if ddp.main:
-            log.info("resuming %s at iteration %d of %d", run_dir, start, cfg.iters)
 
     net = model
     if ddp.enabled:
@@ -306,10 +377,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
     loader = train_loader(train_table, cfg.crop, cfg.batch_size, cfg.seed, start, cfg.iters,
                           cfg.num_workers, ddp.rank, ddp.world, pin_memory=device.type == "cuda", sampler=cfg.sampler)
     bar = None
-    if ddp.main and show_progress_bar:
+    plain = ddp.main and show_progress_bar and not sys.stderr.isatty()  # a log file or a worker: plain lines
+    if ddp.main and show_progress_bar and not plain:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.iters, initial=start, desc="train", unit="it", dynamic_ncols=True)
+    line_every = max(1, math.ceil(PLAIN_PROGRESS_FRACTION * cfg.iters))
 
     def save() -> Path:
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -320,10 +393,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
         path = ckpt.save_checkpoint(ckpt_dir, model, mcfg, it, types, state, keep=cfg.keep_checkpoints)
         _write_history(reports / "training_history.csv", history)
         plot_history(history, types, reports / "training_history.png")
+        say(f"iteration {it}: checkpoint saved to {path}", bar)
         return path
 
     it = start
     t0, loss_sum, loss_n = time.perf_counter(), torch.zeros((), device=device), 0
+    t_start = time.perf_counter()
+    line_t, line_it, line_loss, line_n = t_start, start, torch.zeros((), device=device), 0  # plain progress lines
+    eval_loss, eval_n = torch.zeros((), device=device), 0  # mean training loss between validations (history)
     net.train()
     try:
         for x, y, type_idx in loader:
@@ -332,7 +409,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
                 pred = net(x)
                 aux = model.aux_loss()
             err = pred.float() - y
-            per_sample = per_sample_loss(err, squared=it < cfg.l2_iters)
+            per_sample = per_sample_loss(err, loss_at(it, cfg), cfg.charbonnier_eps)
             loss = weighted_type_loss(per_sample, type_idx, weights) + cfg.aux_weight * aux.float()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -345,10 +422,15 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
             it += 1
             loss_sum += loss.detach()  # a device tensor: no host sync per step
             loss_n += 1
+            line_loss += loss.detach()
+            line_n += 1
+            eval_loss += loss.detach()
+            eval_n += 1
             info: dict[str, Any] = {}
             if it % cfg.log_every == 0 or it == cfg.iters:
                 lr = optimizer.param_groups[0]["lr"]
-                info = {"loss": float(loss_sum) / loss_n, "lr": lr, "aux": float(aux.detach()), "it_per_s": loss_n / (time.perf_counter() - t0)}
+                info = {"loss": float(loss_sum) / loss_n, "lr": float(lr), "aux": float(aux.detach()),
+                        "it_per_s": loss_n / (time.perf_counter() - t0)}
                 if writer:
                     writer.add_scalar("train/loss", info["loss"], it)
                     writer.add_scalar("train/aux_loss", info["aux"], it)
@@ -368,19 +450,19 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
                 elif update:
                     warnings.warn(f"iteration {it}: no readable validation pair for some type; weights kept", stacklevel=2)
                 row = _history_row(it, types, val, weights, reweighter)
+                row["train_loss"] = float(eval_loss) / eval_n if eval_n else None
+                row["lr"] = float(optimizer.param_groups[0]["lr"])
+                eval_loss, eval_n = torch.zeros((), device=device), 0
                 row["reweighted"] = int(update)  # 1 where the reweighter took this evaluation's losses
                 row.update({f"input_{k}_{t}": baseline[t][k] for t in types for k in ("l1", "psnr")})
                 history.append(row)
-                info.update({"val_l1": {t: val[t]["l1"] for t in types}, "weights": dict(zip(types, weights.tolist()))})
+                info.update({"val_l1": {t: float(val[t]["l1"]) for t in types},
+                             "weights": {t: float(w) for t, w in zip(types, weights)}})
                 if writer:
                     _log_eval(writer, it, row, types)
                     previews.log(writer, model, it, device, autocast)
                 if ddp.main:
-                    msg = f"iteration {it}: val L1 " + " ".join(f"{t}={val[t]['l1']:.4f}" for t in types) + \
-                          " | weights " + " ".join(f"{t}={w:.3f}" for t, w in zip(types, weights))
-                    if row["af"] is not None:
-                        msg += f" | AF={row['af']:.3f}"
-                    (bar.write if bar else log.info)(msg)
+                    say(_validation_line(it, types, val, baseline, weights, row["af"]), bar)
                 if ddp.main:
                     _write_history(reports / "training_history.csv", history)
             if (it % cfg.ckpt_every == 0 or it == cfg.iters) and ddp.main:
@@ -389,6 +471,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
                 ddp.barrier()  # no rank runs ahead of a checkpoint being written
             if bar:
                 bar.update(1)
+            elif plain and (it % line_every == 0 or it == cfg.iters or time.perf_counter() - line_t >= PLAIN_PROGRESS_SECONDS):
+                now = time.perf_counter()
+                say(f"train {it}/{cfg.iters} ({100 * it / cfg.iters:.0f}%): loss {float(line_loss) / line_n:.4f}, "
+                    f"lr {float(optimizer.param_groups[0]['lr']):.2e}, {(it - line_it) / max(now - line_t, 1e-9):.2f} it/s")
+                line_t, line_it, line_loss, line_n = now, it, torch.zeros((), device=device), 0
             if info and progress and ddp.main:
                 progress(it, cfg.iters, info)
     finally:
@@ -398,7 +485,25 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
             writer.close()
     result.iteration = it
     result.history = history
+    if ddp.main and it > start:
+        wall = time.perf_counter() - t_start
+        last = history[-1] if history else {}
+        gains = " ".join(f"{t}={float(last[f'val_psnr_{t}']) - float(last[f'input_psnr_{t}']):+.2f}"
+                         for t in types if last.get(f"val_psnr_{t}") is not None and last.get(f"input_psnr_{t}") is not None)
+        say(f"trained iterations {start + 1}-{it} of {cfg.iters} in {wall:.0f} s ({(it - start) / max(wall, 1e-9):.2f} it/s)"
+            + (f"; last validation PSNR gain over the input (dB): {gains}" if gains else "")
+            + f"; checkpoint {result.checkpoint}")
     return result
+
+
+def _validation_line(it: int, types: list[str], val: dict, baseline: dict, weights, af) -> str:
+    """`iteration N: val L1 ... | PSNR ... (input ...) | weights ... | AF=...`, plain numbers only."""
+    msg = (f"iteration {it}: val L1 " + " ".join(f"{t}={float(val[t]['l1']):.4f}" for t in types)
+           + " | PSNR " + " ".join(f"{t}={float(val[t]['psnr']):.2f} (input {float(baseline[t]['psnr']):.2f})" for t in types)
+           + " | weights " + " ".join(f"{t}={float(w):.3f}" for t, w in zip(types, weights)))
+    if af is not None:
+        msg += f" | AF={float(af):.3f}"
+    return msg
 
 
 def _history_row(it: int, types: list[str], val: dict, weights: np.ndarray, reweighter) -> dict[str, Any]:

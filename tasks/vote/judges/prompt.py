@@ -29,8 +29,10 @@ class Wording:
 
 
 RAIN = Wording()
-# degradation type -> wording (types absent here get `RAIN`); e.g. "snow": Wording("taken in the snow", "the snow")
-DEGRADATION_WORDING: dict[str, Wording] = {}
+# degradation type -> wording (types absent here get `RAIN`): the all-weather types' lines (issue 14)
+from .degradations import WEATHER_WORDING  # noqa: E402  (a plain table: no import cycle)
+
+DEGRADATION_WORDING: dict[str, Wording] = {k: Wording(*v) for k, v in WEATHER_WORDING.items()}
 
 
 def wording(degradation: str | None = None) -> Wording:
