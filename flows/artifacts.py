@@ -105,6 +105,10 @@ def publish_charts(run: RunLayout, kind: str, title: str, paths: list[Path], not
                                  description=f"{title}: " + ", ".join(p.name for p in paths))
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def rejects_list(sample: pd.DataFrame) -> str:
     """One bullet per reject (a list wraps long details; the UI's tables do not)."""
     def line(r) -> str:
@@ -123,7 +127,7 @@ def publish_rejects(run: RunLayout) -> None:
         key=artifact_key(run, "rejects"),
         markdown=(f"# Rejects\n\nRun folder: `{run.root}`; all of them: `{run.rejects}`\n\n## By stage and reason\n\n"
                   f"{md_table(counts)}\n\n## Sample (up to 3 per stage and reason)\n\n{rejects_list(sample)}\n"),
-        description=f"{int(counts['total'].sum())} rejects by stage and reason, with a sample of their details",
+        description=f"{_count(int(counts['total'].sum()), 'reject')} by stage and reason, with a sample of their details",
     )
 
 

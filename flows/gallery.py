@@ -107,22 +107,20 @@ def _spread(ids: list[str], n: int) -> list[str]:
     return [ids[int(i * step)] for i in range(n)]
 
 
-def _label(judge) -> str:
-    from tasks.vote.stage import short_name
+def _panel_labels(run: RunLayout) -> tuple[list[str], dict[str, str]]:
+    """(the judges' labels in panel order, the cascade's order; {model id: label}) from the first votes
+    shard's metadata; ([], {}) when there is none."""
+    import pyarrow.parquet as pq
 
-    return short_name(str(judge))
+    from tasks.vote.stage import META_KEY, VoteMeta, short_name
 
-
-def _panel(run: RunLayout, votes: pd.DataFrame) -> list[str]:
-    """The judges in panel order (the cascade asks the first two first); the votes' own order if the
-    panel cannot be read."""
-    try:
-        from tasks.select.stage import load_votes
-
-        panel = list(load_votes(run).panel)
-    except (ValueError, OSError, KeyError):
-        panel = []
-    return panel or sorted(votes["judge"].astype(str).unique())
+    shards = shard_files(run.manifest("votes"))
+    raw = (pq.read_schema(shards[0]).metadata or {}).get(META_KEY) if shards else None
+    if raw is None:
+        return [], {}
+    meta = VoteMeta.from_json(raw)
+    labels = list(getattr(meta, "labels", None) or [short_name(m) for m in meta.panel])
+    return labels, dict(zip(meta.panel, labels))
 
 
 def _vote_word(vote) -> str:
@@ -158,7 +156,9 @@ def decision_gallery(run: RunLayout, per_outcome: int = 8) -> list[Decision]:
     votes = (read_manifest(run.manifest("votes"), "votes", columns=["pair_id", "judge", "p_real", "vote"])
              if shard_files(run.manifest("votes")) else pd.DataFrame(columns=["pair_id", "judge", "p_real", "vote"]))
     votes = votes[votes["pair_id"].isin(ids)]
-    panel = _panel(run, votes)
+    panel, label_of = _panel_labels(run)
+    votes = votes.assign(judge=votes["judge"].astype(str).map(lambda j: label_of.get(j, j)))  # model ids of older runs
+    panel = panel or sorted(votes["judge"].unique())
     out = []
     for pair_id, outcome, detail in picked:
         ref_id = retrieval.at[pair_id, "ref_id"]
@@ -170,9 +170,8 @@ def decision_gallery(run: RunLayout, per_outcome: int = 8) -> list[Decision]:
             candidate=str(cand["rainy_path"]) if cand is not None else None,
             reference=str(gallery.at[ref_id, "path"]) if ref_id in gallery.index else None,
             scores={c: (None if pd.isna(retrieval.at[pair_id, c]) else float(retrieval.at[pair_id, c])) for c in SCORE_COLUMNS},
-            votes=[(_label(j), _vote_word(mine.at[j, "vote"]),
-                    None if pd.isna(mine.at[j, "p_real"]) else float(mine.at[j, "p_real"]))
-                   if j in mine.index else (_label(j), "not asked", None) for j in panel]))
+            votes=[(j, _vote_word(mine.at[j, "vote"]), None if pd.isna(mine.at[j, "p_real"]) else float(mine.at[j, "p_real"]))
+                   if j in mine.index else (j, "not asked", None) for j in panel]))
     return out
 
 

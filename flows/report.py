@@ -95,6 +95,17 @@ def _md_file(path: Path, shown: set[Path]) -> str | None:
     return _md(MD_IMAGE.sub(inline, path.read_text(errors="replace")))
 
 
+def _guarded(title: str, body) -> str:
+    """A section whose manifests cannot be read (another schema version, a damaged shard) says why
+    in its place; the rest of the report is still written."""
+    from data_manifests.errors import ManifestError
+
+    try:
+        return _section(title, body())
+    except (ManifestError, OSError, ValueError) as exc:
+        return _section(title, f"<p class='gone'>could not be read: {html.escape(str(exc))}</p>")
+
+
 def build_report(run_dir: str | Path, gallery_size: int = 8) -> str:
     """The report of run folder `run_dir` as one HTML string."""
     from tasks.funnel import funnel_table
@@ -107,37 +118,39 @@ def build_report(run_dir: str | Path, gallery_size: int = 8) -> str:
              f"Run id: <code>{html.escape(str(info.get('run_id', '-')))}</code>, created {html.escape(str(info.get('created', '-')))}, "
              f"{info.get('num_shards')} shards<br>Report written {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}</p>"]
 
-    parts.append(_section("Funnel", "<p>Per source and stage: rows in, kept, rejected (by reason).</p>"
+    parts.append(_guarded("Funnel", lambda: "<p>Per source and stage: rows in, kept, rejected (by reason).</p>"
                           + _table(funnel_table(run))))
 
-    counts, sample = rejects_summary(run)
-    parts.append(_section("Rejects", "<h3>Counts by stage × reason</h3>" + _table(counts)
-                          + f"<h3>Sample (up to 3 per stage × reason), from <code>{html.escape(str(run.rejects))}</code></h3>"
-                          + _table(sample)))
+    def rejects() -> str:
+        counts, sample = rejects_summary(run)
+        return ("<h3>Counts by stage × reason</h3>" + _table(counts)
+                + f"<h3>Sample (up to 3 per stage × reason), from <code>{html.escape(str(run.rejects))}</code></h3>"
+                + _table(sample))
 
-    decisions = decision_gallery(run, per_outcome=gallery_size)
-    parts.append(_section("Decision gallery",
-                          "<p>Distilled and rejected pairs, each synthetic candidate beside the real-rain reference "
-                          "retrieval found for it; retrieval scores (↓ lower is better, ↑ higher is better) and every "
-                          "judge's vote with its p_real.</p>" + gallery_html(decisions)))
+    parts.append(_guarded("Rejects", rejects))
+    parts.append(_guarded("Decision gallery", lambda: (
+        "<p>Distilled and rejected pairs, each synthetic candidate beside the real-rain reference retrieval found "
+        "for it; retrieval scores (↓ lower is better, ↑ higher is better) and every judge's vote with its p_real.</p>"
+        + gallery_html(decision_gallery(run, per_outcome=gallery_size)))))
 
     shown: set[Path] = set()
-    votes = _md_file(run.reports / "votes.md", shown)
-    parts.append(_section("Judges and their agreement", votes or "<p class='muted'>No votes.md (the run has not been selected).</p>"))
+    parts.append(_guarded("Judges and their agreement", lambda: _md_file(run.reports / "votes.md", shown)
+                          or "<p class='muted'>No votes.md (the run has not been selected).</p>"))
 
-    results = []
-    for name, title in (("evaluation.md", "Evaluation (model, rainy input, gain)"), ("ablation.md", "Ablation")):
-        body = _md_file(run.reports / name, shown)
-        if body:
-            results.append(f"<h3>{title}</h3>{body}")
-    history = run.reports / "training_history.csv"
-    if history.is_file():
-        results.insert(0, "<h3>Training: last validation</h3>" + _training_table(history))
-    parts.append(_section("Training and evaluation", "".join(results) or
-                          "<p class='muted'>No training or evaluation reports in this run.</p>"))
+    def results() -> str:
+        out = []
+        history = run.reports / "training_history.csv"
+        if history.is_file():
+            out.append("<h3>Training: last validation</h3>" + _training_table(history))
+        for name, title in (("evaluation.md", "Evaluation (model, rainy input, gain)"), ("ablation.md", "Ablation")):
+            body = _md_file(run.reports / name, shown)
+            if body:
+                out.append(f"<h3>{title}</h3>{body}")
+        return "".join(out) or "<p class='muted'>No training or evaluation reports in this run.</p>"
 
-    figures = [p for p in charts(run) if p.resolve() not in shown]
-    parts.append(_section("Charts", "".join(_figure(p, root) for p in figures) or "<p class='muted'>No charts.</p>"))
+    parts.append(_guarded("Training and evaluation", results))
+    parts.append(_guarded("Charts", lambda: "".join(_figure(p, root) for p in charts(run) if p.resolve() not in shown)
+                          or "<p class='muted'>No charts.</p>"))
 
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>UniRain report: {html.escape(root.name)}</title><style>{STYLE}</style></head><body>"
@@ -150,7 +163,7 @@ def _training_table(history: Path) -> str:
     if frame.empty:
         return "<p class='muted'>(empty history)</p>"
     last = frame.iloc[-1]
-    types = sorted(c[len("val_psnr_"):] for c in frame.columns if c.startswith("val_psnr_"))
+    types = [c[len("val_psnr_"):] for c in frame.columns if c.startswith("val_psnr_")]  # the run's order
     rows = []
     for t in types:
         model, base = last.get(f"val_psnr_{t}"), last.get(f"input_psnr_{t}")

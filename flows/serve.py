@@ -98,6 +98,15 @@ def deploy_all(env: dict[str, str], pool: str, home: Path) -> None:
          "prefect deploy --all")
 
 
+def automations(path: Path = REPO / "prefect.yaml") -> list[str]:
+    """`deployment: automation name` for every trigger prefect.yaml declares (what `deploy` creates)."""
+    import yaml
+
+    spec = yaml.safe_load(path.read_text()) or {}
+    return [f"{d['name']}: {t.get('name') or '(unnamed trigger)'}"
+            for d in spec.get("deployments") or [] for t in d.get("triggers") or []]
+
+
 def start_worker(env: dict[str, str], pool: str, home: Path) -> subprocess.Popen:
     return _spawn([*prefect_cmd(), "worker", "start", "--pool", pool, "--type", "process", "--name",
                    f"unirain-{os.uname().nodename}-{os.getpid()}"], env, home / "logs" / "worker.log")
@@ -169,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         if not stopping.is_set() and not args.no_deploy:
             print("serve: deploying prefect.yaml", flush=True)
             deploy_all(env, args.pool, home)
+            for line in automations():
+                print(f"serve: automation of {line}", flush=True)
         if not stopping.is_set():
             worker = start_worker(env, args.pool, home)
             print(f"serve: worker started on pool {args.pool!r}", flush=True)

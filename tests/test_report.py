@@ -48,7 +48,6 @@ def test_rejects_summary_counts_every_reject_once(distilled_run):
 def test_decision_gallery_shows_each_pair_with_its_reference_scores_and_every_judge(distilled_run):
     from flows.gallery import decision_gallery
     from tasks.select.stage import load_votes
-    from tasks.vote.stage import short_name
 
     decisions = decision_gallery(distilled_run, per_outcome=3)
     distilled = set(read_manifest(distilled_run.manifest("distilled"), "distilled")["pair_id"])
@@ -56,11 +55,16 @@ def test_decision_gallery_shows_each_pair_with_its_reference_scores_and_every_ju
     kept = [d for d in decisions if d.outcome == "distilled"]
     assert len(kept) == min(3, len(distilled)) and {d.pair_id for d in kept} <= distilled
     assert all(d.pair_id not in distilled for d in decisions if d.outcome != "distilled")
-    panel = [short_name(j) for j in load_votes(distilled_run).panel]
+    panel = load_votes(distilled_run).panel
+    votes = read_manifest(distilled_run.manifest("votes"), "votes")
     for d in decisions:
         assert d.ref_id == retrieval.at[d.pair_id, "ref_id"]
         assert d.scores["ssim"] == pytest.approx(float(retrieval.at[d.pair_id, "ssim"]))
-        assert [j for j, _, _ in d.votes] == panel  # every judge, in panel order, even one not asked
+        # every judge of the panel, once, even one the cascade did not ask
+        assert len(d.votes) == len(panel) and len({j for j, _, _ in d.votes}) == len(panel)
+        mine = votes[votes["pair_id"] == d.pair_id]
+        assert sum(w != "not asked" for _, w, _ in d.votes) == len(mine)
+        assert sorted(p for _, _, p in d.votes if p is not None) == pytest.approx(sorted(mine["p_real"].dropna()))
         assert d.candidate and d.reference and d.candidate != d.reference
 
 

@@ -102,12 +102,15 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, tiny_models):
-    """8 synthetic pairs (2 shards), 6 gallery images, a good config and one whose judges are down."""
+    """8 synthetic pairs (2 shards) and a stray rainy image, 6 gallery images, a good config and one whose
+    judges are down."""
     from tasks.offline.synth import synthesize_gallery, synthesize_paired
 
     root = tmp_path_factory.mktemp("served-data")
     synthesize_paired(root / "paired", per_type=2, seed=3, size=(96, 96))
     synthesize_gallery(root / "gallery", n=6, seed=4, size=(96, 96))
+    stray = root / "paired" / "drs" / "input"  # a rainy image without its clean twin: one ingest reject
+    (stray / "drs_09999.png").write_bytes((stray / "drs_00000.png").read_bytes())
     cfg = yaml.safe_load(tiny_models.config_path.read_text())
     cfg.update(sources=[f"unirain={root / 'paired'}"], gallery=[str(root / "gallery")], train=TINY_TRAIN)
     good = yaml.safe_dump(cfg)
@@ -278,6 +281,7 @@ def test_charts_rejects_and_decision_gallery_render_in_the_ui(served, data, dist
         latest = {a.key: a for a in client.read_latest_artifacts(limit=200)}
     decisions = decision_gallery(layout)
     rejects = read_rejects(layout)
+    assert len(rejects), "the data fixture makes an ingest reject"
     pages = {"select-charts": (2, ["p_real.png", "retrieval_scores.png"]),
              "decision-gallery": (2 * len(decisions), ["outcome", "real reference", "judges (p_real)", decisions[0].pair_id[:12]]),
              "rejects": (0, ["By stage and reason", *rejects["reason"].unique()])}
