@@ -132,13 +132,13 @@ def pools(tmp_path_factory):
     return root
 
 
-def run_leak(run_dir: Path, pools: Path, test_sets: list[str], **leak):
+def run_leak(run_dir: Path, pools: Path, test_sets: list[str], models=None, **leak):
     from tasks.config import RunConfig
     from tasks.stage import make_stage, prepare_run, run_stage
 
     cfg = RunConfig(sources=[f"unirain={pools / 'train'}", f"unirain.more={pools / 'leaks'}"],
                     gallery=[str(pools / "train_photos")], ingest={"num_shards": 2, "min_side": 32},
-                    leak_check={"test_sets": test_sets, **leak})
+                    leak_check={"test_sets": test_sets, **leak}, models=models or {})
     run, n = prepare_run(run_dir, cfg)
     run_stage(make_stage("ingest", cfg, n), run)
     return run, run_stage(make_stage("leak_check", cfg, n), run)
@@ -197,3 +197,22 @@ def test_a_bad_test_set_fails_naming_it(pools, tmp_path):
         run_leak(tmp_path / "run", pools, [f"unirain={pools / 'nosuch'}"])
     with pytest.raises(Exception, match="unknown_adapter|dataset adapter"):
         run_leak(tmp_path / "run2", pools, [f"unknown_adapter={pools / 'tests'}"])
+
+
+def test_clip_confirms_hash_matches_when_an_embedder_is_configured(pools, tmp_path, tiny_models, one_torch_thread):
+    models = {"embedder": tiny_models.embedder}
+    run, report = run_leak(tmp_path / "run", pools, [f"unirain.bench={pools / 'tests'}"], models=models)
+    rows = read_manifest(run.manifest("leak_check"), "leak_check")
+    leaks = rows[rows["test_leak"]]
+    assert len(leaks) == 3 and leaks["clip_cos"].between(0.8, 1.0001).all()
+    assert rows.loc[~rows["test_leak"], "clip_cos"].isna().all()  # CLIP runs on hash matches only
+    assert leak_rejects(run)["detail"].str.contains("CLIP cosine").all()
+    # a cosine only exact copies reach: the other hash matches are vetoed, and the fingerprint says why it was redone
+    _, strict = run_leak(tmp_path / "run", pools, [f"unirain.bench={pools / 'tests'}"], models=models, clip_min_cos=1.0)
+    assert strict.redone == 2 and "leak_check.clip_min_cos" in strict.why
+    rows = read_manifest(run.manifest("leak_check"), "leak_check")
+    vetoed = rows[rows["clip_cos"].notna() & ~rows["test_leak"]]
+    assert len(vetoed) >= 1 and (vetoed["clip_cos"] < 1.0).all()
+    assert len(leak_rejects(run)) == 3 - len(vetoed)
+    # the tiny random CLIP cannot tell photos apart (unrelated photos reach 0.99): in the demo it confirms
+    # whatever the hashes found; a real CLIP is what makes this a second opinion (docs/leak_check.md)
