@@ -64,6 +64,10 @@ def test_run_types_from_a_config(tmp_path):
         run_types(bad)
     with pytest.raises(ConfigError, match=r"types: .*unknown degradation type 'hail'"):
         load_run_config(bad)
+    big_floor = tmp_path / "floor.yaml"
+    big_floor.write_text("types: all\ntrain: {reweighting: {min_weight: 0.2}}\n")
+    with pytest.raises(ConfigError, match=r"train.reweighting.min_weight: 0.2 x 6 types = 1.2 > 1"):
+        run_types(big_floor)
 
 
 @pytest.fixture(scope="module")

@@ -140,7 +140,8 @@ def _keep_types(frame: pd.DataFrame, types: Iterable[str] | None, where: Path) -
 
 def run_types(config: str | Path | None) -> tuple[str, ...]:
     """The degradation types a run config names (`types:` at its top level: keys, families, `all`, or a
-    comma-separated string), default the four rain types. A bad value is a ConfigError naming `types`."""
+    comma-separated string), default the four rain types. A bad value is a ConfigError naming `types`, and
+    so is a set too large for the config's CoBa floor (`train.reweighting.min_weight` × types > 1)."""
     from data_manifests.config_base import ConfigError
 
     if config is None:
@@ -152,9 +153,16 @@ def run_types(config: str | Path | None) -> tuple[str, ...]:
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{config}: cannot read the config: {exc}") from None
     try:
-        return resolve_types(data.get("types") if isinstance(data, dict) else None)
+        types = resolve_types(data.get("types") if isinstance(data, dict) else None)
     except ValueError as exc:
         raise ConfigError(f"{config}: {exc}") from None
+    rw = ((data.get("train") or {}).get("reweighting") or {}) if isinstance(data, dict) else {}
+    floor = rw.get("min_weight", 0.1) if isinstance(rw, dict) else 0.1
+    if isinstance(floor, (int, float)) and floor * len(types) > 1:
+        raise ConfigError(f"{config}: train.reweighting.min_weight: {floor} x {len(types)} types = "
+                          f"{floor * len(types):g} > 1 (every type's floor must fit in the weights); use at most "
+                          f"{1 / len(types):.3g} with types: {', '.join(types)}")
+    return types
 
 
 def _pair_digest(rainy: Path, clean: Path) -> str:
