@@ -216,3 +216,12 @@ def test_clip_confirms_hash_matches_when_an_embedder_is_configured(pools, tmp_pa
     assert len(leak_rejects(run)) == 3 - len(vetoed)
     # the tiny random CLIP cannot tell photos apart (unrelated photos reach 0.99): in the demo it confirms
     # whatever the hashes found; a real CLIP is what makes this a second opinion (docs/leak_check.md)
+
+
+def test_a_redone_leak_check_makes_caption_stale():
+    """Caption's fingerprint holds the generation of every stage before it, whatever the screening
+    stages' own upstreams are, so new test sets redo caption and everything after it."""
+    from tasks.caption.stage import CaptionStage
+    from tasks.pipeline import STAGE_ORDER
+
+    assert set(CaptionStage.upstream) == set(STAGE_ORDER[:STAGE_ORDER.index("caption")]) >= {"ingest", "leak_check"}

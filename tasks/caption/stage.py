@@ -7,7 +7,7 @@ from data_manifests import RunLayout, read_manifest
 
 from tasks.caption.backends import Captioner
 from tasks.config import CaptionConfig, IngestConfig
-from tasks.pipeline import previous_stage, spec
+from tasks.pipeline import STAGE_ORDER, spec
 from tasks.stage import Stage, stage_reject
 
 STAGE = "caption"
@@ -60,7 +60,9 @@ class CaptionStage(Stage):
     """Captions of every gallery image and candidate rainy image (`models.captioner`)."""
 
     spec = spec("caption")
-    upstream = (previous_stage("caption"),)  # ingest, then the screening stages: their rejects drop out here
+    # ingest and every screening stage before caption (leak_check, ...): their rejects drop out here, and a
+    # redone screening stage must redo caption whatever its own upstream is
+    upstream = STAGE_ORDER[:STAGE_ORDER.index("caption")]
     CODE_VERSION = 1
 
     def ref(self):

@@ -25,7 +25,7 @@ from tasks.imageio import ImageRejected
 from tasks.leak.check import is_near_duplicate, nearest
 from tasks.leak.phash import Hashes, hash_variants, load_grey
 from tasks.leak.test_sets import LeakIndex, cached_index, list_test_images, listing
-from tasks.pipeline import previous_stage, spec
+from tasks.pipeline import STAGE_ORDER, spec
 from tasks.screen import live_candidates
 from tasks.stage import Stage, digest, stage_reject
 
@@ -38,7 +38,7 @@ class LeakCheckStage(Stage):
     """Candidates whose clean or rainy image is a near duplicate of a test image -> `test_leak` rejects."""
 
     spec = spec(STAGE)
-    upstream = (previous_stage(STAGE),)
+    upstream = STAGE_ORDER[:STAGE_ORDER.index(STAGE)]  # ingest and any screening stage before this one
     CODE_VERSION = 1
 
     def __init__(self, cfg, num_shards: int):
