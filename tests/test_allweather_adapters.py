@@ -2,7 +2,6 @@
 RESIDE, TransWeather's All-Weather list files, and the project's own layout with snow/ and fog/."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

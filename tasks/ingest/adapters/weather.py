@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from .base import ADAPTERS, DatasetAdapter, PairListing, check_rain_type, image_files, unpaired
+from .base import ADAPTERS, DatasetAdapter, PairListing, check_rain_type, unpaired
 from .layouts import dir_pair_finder, find_layouts, list_layouts, split_or
 
 
