@@ -26,6 +26,8 @@ table{border-collapse:collapse;margin:.5em 0;font-size:.9em}th,td{border:1px sol
 th{background:#f3f3f3}td.num{text-align:right}code{font-size:.9em}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{color:#555;font-size:.85em}
 table.gallery img{max-width:160px;max-height:160px}.kept{color:#176b1a}.gone{color:#a01818}
+table.gallery td:first-child{max-width:18em}table.gallery td:nth-child(4),table.gallery td:nth-child(5){white-space:nowrap}
+section{overflow-x:auto}
 .muted{color:#666}
 """
 
@@ -92,7 +94,8 @@ def _md_file(path: Path, shown: set[Path]) -> str | None:
         shown.add(file)
         return f"![{alt}]({uri})"
 
-    return _md(MD_IMAGE.sub(inline, path.read_text(errors="replace")))
+    body = _md(MD_IMAGE.sub(inline, path.read_text(errors="replace")))
+    return re.sub(r"<(/?)h([1-4])>", lambda m: f"<{m.group(1)}h{min(int(m.group(2)) + 2, 6)}>", body)  # under our h2
 
 
 def _guarded(title: str, body) -> str:
@@ -142,10 +145,10 @@ def build_report(run_dir: str | Path, gallery_size: int = 8) -> str:
         history = run.reports / "training_history.csv"
         if history.is_file():
             out.append("<h3>Training: last validation</h3>" + _training_table(history))
-        for name, title in (("evaluation.md", "Evaluation (model, rainy input, gain)"), ("ablation.md", "Ablation")):
+        for name in ("evaluation.md", "ablation.md"):  # each carries its own heading
             body = _md_file(run.reports / name, shown)
             if body:
-                out.append(f"<h3>{title}</h3>{body}")
+                out.append(body)
         return "".join(out) or "<p class='muted'>No training or evaluation reports in this run.</p>"
 
     parts.append(_guarded("Training and evaluation", results))
@@ -167,8 +170,9 @@ def _training_table(history: Path) -> str:
     rows = []
     for t in types:
         model, base = last.get(f"val_psnr_{t}"), last.get(f"input_psnr_{t}")
-        rows.append({"rain type": t, "PSNR (dB)": model, "input PSNR": base,
-                     "gain": (model - base) if pd.notna(model) and pd.notna(base) else None})
+        num = lambda v, fmt: "-" if v is None or pd.isna(v) else format(v, fmt)  # noqa: E731
+        rows.append({"type": t, "PSNR (dB)": num(model, ".2f"), "input PSNR": num(base, ".2f"),
+                     "gain": num(model - base, "+.2f") if pd.notna(model) and pd.notna(base) else "-"})
     it = last.get("iteration")
     return (f"<p>Iteration {'-' if pd.isna(it) else int(it)}, validation split (centre crops); input = the rainy crop "
             f"itself.</p>" + _table(pd.DataFrame(rows)))
