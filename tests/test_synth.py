@@ -3,7 +3,6 @@ that kind of rain does (streaks: bright, thin, near-vertical; drops: local lense
 scene; night: darker scenes, streaks lit only near lights). Small images keep it fast."""
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
@@ -254,11 +253,9 @@ def test_night_drops_catch_the_lights():
 # ---- the command -------------------------------------------------------------------------------
 
 def synth_args(*argv: str):
-    from flows.commands import synth
+    from flows.cli import parse_args
 
-    parser = argparse.ArgumentParser()
-    synth.register(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["synth", *argv])
+    return parse_args(["synth", *argv])
 
 
 def test_cli_paired_and_gallery(tmp_path, capsys):
@@ -291,10 +288,9 @@ def test_cli_refuses_bad_input(tmp_path, argv, message):
 
 
 def test_cli_error_exit_code_and_help_says_synthetic(tmp_path, capsys):
-    from flows.cli import build_parser, main
+    from flows.cli import app_command, main
 
     assert main(["synth", "--out", str(tmp_path), "--per-type", "1", "--size", "12x12"]) == 2
     assert "--size" in capsys.readouterr().err
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    text = " ".join(sub.choices["synth"].format_help().split())
+    text = " ".join(app_command().commands["synth"].help.split())
     assert "SYNTHETIC" in text and "NOT real rain" in text

@@ -48,9 +48,7 @@ def test_cli_registers_make_tiny():
     from flows.commands import models
 
     assert "flows.commands.models" in cli.COMMAND_MODULES
-    parser = argparse.ArgumentParser()
-    models.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["models", "make-tiny", "--out", "x", "--seed", "3"])
+    args = cli.parse_args(["models", "make-tiny", "--out", "x", "--seed", "3"])
     assert (args.out, args.seed, args.func) == ("x", 3, models.make_tiny)
 
 

@@ -1,24 +1,29 @@
 """`unirain ablate`: train model variants on one run's data with one recipe and tabulate them."""
-from __future__ import annotations
+import typer
+
+from ..cli import invoke
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "ablate", help="train model variants (unirain, unirain-soft-soft, ...) alike and write one PSNR/SSIM table",
-        description="Each variant (a config under configs/model/ or a YAML path) trains with the train: section of "
-                    "--config in RUN/ablation/<variant>/ and is scored per rain type; the table (with the input's "
-                    "own scores as the first row) goes to RUN/reports/ablation.{csv,md} and a Prefect artifact. "
-                    "Rerunning resumes: a finished variant is not retrained.")
-    p.add_argument("--run", required=True, help="run folder")
-    p.add_argument("--variants", required=True, help="comma-separated model configs, e.g. unirain,unirain-soft-soft")
-    p.add_argument("--config", default="configs/paper.yaml", help="run config whose train: section is the recipe "
-                                                                  "(default configs/paper.yaml)")
-    p.add_argument("--manifest", help="training pairs (default: RUN/manifests/distilled, else candidates)")
-    p.add_argument("--iters", type=int, help="total iterations per variant (overrides train.iters)")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--data", action="append", default=[], metavar="DIR", help="test folder (paper layout); repeatable")
-    p.add_argument("--test-manifest", action="append", default=[], metavar="M", help="test manifest; repeatable")
-    p.set_defaults(func=run, writes_run=True)
+def register(app: typer.Typer) -> None:
+    @app.command(
+        "ablate",
+        short_help="train model variants (unirain, unirain-soft-soft, ...) alike and write one PSNR/SSIM table",
+        help="Each variant (a config under configs/model/ or a YAML path) trains with the train: section of "
+             "--config in RUN/ablation/<variant>/ and is scored per rain type; the table (with the input's "
+             "own scores as the first row) goes to RUN/reports/ablation.{csv,md} and a Prefect artifact. "
+             "Rerunning resumes: a finished variant is not retrained.")
+    def ablate(
+        run_: str = typer.Option(..., "--run", help="run folder"),
+        variants: str = typer.Option(..., help="comma-separated model configs, e.g. unirain,unirain-soft-soft"),
+        config: str = typer.Option("configs/paper.yaml", help="run config whose train: section is the recipe"),
+        manifest: str = typer.Option(None, help="training pairs (default: RUN/manifests/distilled, else candidates)"),
+        iters: int = typer.Option(None, help="total iterations per variant (overrides train.iters)"),
+        device: str = typer.Option(None, help="auto, cpu, cuda or cuda:N"),
+        data: list[str] = typer.Option([], "--data", metavar="DIR", help="test folder (paper layout); repeatable"),
+        test_manifest: list[str] = typer.Option([], "--test-manifest", metavar="M", help="test manifest; repeatable"),
+    ) -> None:
+        invoke("ablate", run, writes_run=True, run=run_, variants=variants, config=config, manifest=manifest,
+               iters=iters, device=device, data=list(data), test_manifest=list(test_manifest))
 
 
 def run(args) -> int:

@@ -1,19 +1,23 @@
 """`unirain distill`: the whole distillation as one Prefect flow."""
-from __future__ import annotations
+import typer
 
 from tasks.pipeline import STAGE_ORDER
 
+from ..cli import choices, invoke
 
-def register(sub) -> None:
-    p = sub.add_parser("distill", help="run " + " -> ".join(STAGE_ORDER),
-                       description="Distil a run folder with the settings of a run config. Rerunning the same "
-                                   "command resumes: finished shards are skipped, stale or damaged ones redone, "
-                                   "cached judge answers reused.")
-    p.add_argument("--config", required=True, help="run config YAML (configs/demo.yaml, configs/paper.yaml, ...)")
-    p.add_argument("--run", required=True, help="run folder (created if missing)")
-    p.add_argument("--until", choices=STAGE_ORDER, default=STAGE_ORDER[-1],
-                   help=f"last stage to run (default: {STAGE_ORDER[-1]})")
-    p.set_defaults(func=run, writes_run=True)
+Stage = choices("Stage", STAGE_ORDER)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("distill", short_help="run " + " -> ".join(STAGE_ORDER),
+                 help="Distil a run folder with the settings of a run config. Rerunning the same command resumes: "
+                      "finished shards are skipped, stale or damaged ones redone, cached judge answers reused.")
+    def distill(
+        config: str = typer.Option(..., help="run config YAML (configs/demo.yaml, configs/paper.yaml, ...)"),
+        run_: str = typer.Option(..., "--run", help="run folder (created if missing)"),
+        until: Stage = typer.Option(STAGE_ORDER[-1], help="last stage to run"),
+    ) -> None:
+        invoke("distill", run, writes_run=True, config=config, run=run_, until=until.value)
 
 
 def run(args) -> int:

@@ -1,19 +1,27 @@
 """`unirain ingest`: list and probe sources and gallery folders into a run's manifests."""
-from __future__ import annotations
+import typer
+
+from ..cli import invoke
+
+DESCRIPTION = ("Write RUN/manifests/{candidates,gallery,rejects} from dataset folders. "
+               "Source specs: ADAPTER[.LABEL][:TYPE]=PATH (adapters: see `unirain ingest --list-adapters`). "
+               "A new run records its shard count (ingest.num_shards of --config, else 16); "
+               "later commands on the run use it.")
 
 
-def register(sub) -> None:
-    p = sub.add_parser("ingest", help="list, hash and probe dataset pairs and gallery images into RUN/manifests",
-                       description="Write RUN/manifests/{candidates,gallery,rejects} from dataset folders. "
-                                   "Source specs: ADAPTER[.LABEL][:TYPE]=PATH (adapters: see `unirain ingest --list-adapters`). "
-                                   "A new run records its shard count (ingest.num_shards of --config, else 16); "
-                                   "later commands on the run use it.")
-    p.add_argument("--run", help="run folder (created if missing)")
-    p.add_argument("--source", action="append", default=[], metavar="NAME=PATH", help="a paired dataset; repeatable")
-    p.add_argument("--gallery", action="append", default=[], metavar="PATH", help="a folder of real rainy photos (recursive); repeatable")
-    p.add_argument("--config", help="run config YAML (its ingest: and task_runner: sections apply)")
-    p.add_argument("--list-adapters", action="store_true", help="print the dataset adapters and exit")
-    p.set_defaults(func=run, writes_run=True)
+def register(app: typer.Typer) -> None:
+    @app.command("ingest", help=DESCRIPTION,
+                 short_help="list, hash and probe dataset pairs and gallery images into RUN/manifests")
+    def ingest(
+        run_: str = typer.Option(None, "--run", help="run folder (created if missing)"),
+        source: list[str] = typer.Option([], "--source", metavar="NAME=PATH", help="a paired dataset; repeatable"),
+        gallery: list[str] = typer.Option([], "--gallery", metavar="PATH",
+                                          help="a folder of real rainy photos (recursive); repeatable"),
+        config: str = typer.Option(None, help="run config YAML (its ingest: and task_runner: sections apply)"),
+        list_adapters: bool = typer.Option(False, "--list-adapters", help="print the dataset adapters and exit"),
+    ) -> None:
+        invoke("ingest", run, writes_run=True, run=run_, source=list(source), gallery=list(gallery), config=config,
+               list_adapters=list_adapters)
 
 
 def run(args) -> int:

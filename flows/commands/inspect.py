@@ -1,12 +1,23 @@
 """`unirain inspect RUN`: the funnel of a run, per source and per stage."""
-from __future__ import annotations
+import typer
+
+from ..cli import invoke
 
 
-def register(sub) -> None:
-    p = sub.add_parser("inspect", help="print a run's funnel (kept and rejected by reason, per source and stage)")
-    p.add_argument("run", help="run folder")
-    p.add_argument("--json", action="store_true", help="print the funnel as JSON records")
-    p.set_defaults(func=run)
+def register(app: typer.Typer) -> None:
+    @app.command("inspect", short_help="print a run's funnel (kept and rejected by reason, per source and stage)",
+                 help="Print a run's funnel (kept and rejected by reason, per source and stage) and which stages "
+                      "are done, stale or not run. Reads the manifests only: no model, no Prefect.")
+    def inspect(
+        run_arg: str = typer.Argument(None, metavar="RUN", help="run folder (or give --run)"),
+        run_: str = typer.Option(None, "--run", help="run folder (the same as the RUN argument)"),
+        json_: bool = typer.Option(False, "--json", help="print the funnel as JSON records"),
+    ) -> None:
+        if run_arg and run_ and run_arg != run_:
+            raise typer.BadParameter(f"RUN {run_arg!r} and --run {run_!r} differ: give one", param_hint="RUN")
+        if not (run_arg or run_):
+            raise typer.BadParameter("give the run folder: `unirain inspect RUN`", param_hint="RUN")
+        invoke("inspect", run, run=run_arg or run_, json=json_)
 
 
 def run(args) -> int:

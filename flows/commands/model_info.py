@@ -1,19 +1,23 @@
 """`unirain model-info --config C [--json]`: parameters, MACs at 256×256, experts per MoE layer."""
-from __future__ import annotations
-
 import json
 
+import typer
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "model-info", help="parameters, MACs at 256x256 and experts per FFN layer of a derainer config",
-        description="C is a model config (configs/model/*.yaml) or a run config whose train.model names one "
-                    "(a path, or an inline mapping). The model is built on the meta device: no weights are "
-                    "allocated, so the paper-sized model is counted in seconds.")
-    p.add_argument("--config", required=True, help="model YAML, or run YAML with train.model")
-    p.add_argument("--size", type=int, default=256, help="square input side for the MAC count (default 256)")
-    p.add_argument("--json", action="store_true", help="print one JSON object (params, macs_256, ...)")
-    p.set_defaults(func=run)
+from ..cli import invoke
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(
+        "model-info", short_help="parameters, MACs at 256x256 and experts per FFN layer of a derainer config",
+        help="C is a model config (configs/model/*.yaml) or a run config whose train.model names one "
+             "(a path, or an inline mapping). The model is built on the meta device: no weights are "
+             "allocated, so the paper-sized model is counted in seconds.")
+    def model_info_command(
+        config: str = typer.Option(..., metavar="C", help="model YAML, or run YAML with train.model"),
+        size: int = typer.Option(256, help="square input side for the MAC count"),
+        json_: bool = typer.Option(False, "--json", help="print one JSON object (params, macs_256, ...)"),
+    ) -> None:
+        invoke("model-info", run, config=config, size=size, json=json_)
 
 
 def model_info(cfg: dict, size: int = 256) -> dict:

@@ -1,22 +1,27 @@
 """`unirain models make-tiny`: build tiny random-weight models for the demo and the tests."""
-from __future__ import annotations
+import typer
+
+from ..cli import CONTEXT, invoke
 
 
-def register(sub) -> None:
-    p = sub.add_parser("models", help="model utilities (tiny offline models)")
-    msub = p.add_subparsers(dest="models_command", metavar="SUBCOMMAND", required=True)
-    t = msub.add_parser(
+def register(app: typer.Typer) -> None:
+    models = typer.Typer(no_args_is_help=True, context_settings=CONTEXT, help="model utilities (tiny offline models)")
+    app.add_typer(models, name="models")
+
+    @models.command(
         "make-tiny",
-        help="build tiny random-weight models (open_clip ViT, BLIP, VLM judges) and DIR/config.yaml",
-        description="Build tiny RANDOM-WEIGHT models of the real architectures into DIR, saved with the "
-                    "libraries' own savers, plus DIR/config.yaml, a run config pointing at them. Their outputs "
-                    "are meaningless: for the demo and the tests only. Nothing is downloaded.",
-    )
-    t.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    t.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
-    t.add_argument("--base-config", metavar="YAML",
-                   help="run config whose settings the written config keeps (its models: are replaced)")
-    t.set_defaults(func=make_tiny)
+        short_help="build tiny random-weight models (open_clip ViT, BLIP, VLM judges) and DIR/config.yaml",
+        help="Build tiny RANDOM-WEIGHT models of the real architectures into DIR, saved with the "
+             "libraries' own savers, plus DIR/config.yaml, a run config pointing at them. Their outputs "
+             "are meaningless: for the demo and the tests only. Nothing is downloaded.")
+    def make_tiny_command(
+        out: str = typer.Option(..., metavar="DIR", help="output folder (created if missing)"),
+        seed: int = typer.Option(0, help="weight seed"),
+        base_config: str = typer.Option(None, "--base-config", metavar="YAML",
+                                        help="run config whose settings the written config keeps (its models: are "
+                                             "replaced)"),
+    ) -> None:
+        invoke("models make-tiny", make_tiny, out=out, seed=seed, base_config=base_config)
 
 
 def make_tiny(args) -> int:

@@ -1,15 +1,20 @@
 """`unirain relocate`: point a run's sources at their new roots after the run or its data moved."""
-from __future__ import annotations
+import typer
+
+from ..cli import invoke
 
 
-def register(sub) -> None:
-    p = sub.add_parser("relocate", help="update the folders a run's sources live in (a moved run or moved data)",
-                       description="Manifests store image paths relative to their source's root; RUN/run.json maps "
-                                   "each source to its root. After moving the data (or the run to another machine), "
-                                   "give each moved source its new root. Without --root: list the roots.")
-    p.add_argument("run", help="run folder")
-    p.add_argument("--root", action="append", default=[], metavar="NAME=PATH", help="a source's new root; repeatable")
-    p.set_defaults(func=run, writes_run=True)
+def register(app: typer.Typer) -> None:
+    @app.command(
+        "relocate", short_help="update the folders a run's sources live in (a moved run or moved data)",
+        help="Manifests store image paths relative to their source's root; RUN/run.json maps each source to its "
+             "root. After moving the data (or the run to another machine), give each moved source its new root. "
+             "Without --root: list the roots.")
+    def relocate(
+        run_: str = typer.Argument(..., metavar="RUN", help="run folder"),
+        root: list[str] = typer.Option([], "--root", metavar="NAME=PATH", help="a source's new root; repeatable"),
+    ) -> None:
+        invoke("relocate", run, writes_run=True, run=run_, root=list(root))
 
 
 def run(args) -> int:

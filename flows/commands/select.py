@@ -1,19 +1,23 @@
 """`unirain select`: re-cut a voted run at another threshold, without any model call."""
-from __future__ import annotations
+import typer
+
+from ..cli import invoke
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "select", help="cut a voted run into distilled + rejects (no model call)",
-        description="Join candidates, retrieval and votes of RUN into manifests/distilled and select rejects, "
-                    "and write RUN/reports/ (funnel, votes.md, histograms). Reads stored scores only: no judge "
-                    "is loaded. Pairs whose verdict at the new threshold needs a judge the cascade skipped are "
-                    "reported and left undecided; rerun the vote stage at that threshold to ask them.")
-    p.add_argument("--run", required=True, help="run folder (voted)")
-    p.add_argument("--config", help="run config YAML (its vote.threshold and select: apply)")
-    p.add_argument("--threshold", type=float, metavar="X",
-                   help="vote = p_real >= X (default: the config's vote.threshold, else the vote stage's)")
-    p.set_defaults(func=run, writes_run=True)
+def register(app: typer.Typer) -> None:
+    @app.command(
+        "select", short_help="cut a voted run into distilled + rejects (no model call)",
+        help="Join candidates, retrieval and votes of RUN into manifests/distilled and select rejects, "
+             "and write RUN/reports/ (funnel, votes.md, histograms). Reads stored scores only: no judge "
+             "is loaded. Pairs whose verdict at the new threshold needs a judge the cascade skipped are "
+             "reported and left undecided; rerun the vote stage at that threshold to ask them.")
+    def select(
+        run_: str = typer.Option(..., "--run", help="run folder (voted)"),
+        config: str = typer.Option(None, help="run config YAML (its vote.threshold and select: apply)"),
+        threshold: float = typer.Option(None, metavar="X", help="vote = p_real >= X (default: the config's "
+                                                                "vote.threshold, else the vote stage's)"),
+    ) -> None:
+        invoke("select", run, writes_run=True, run=run_, config=config, threshold=threshold)
 
 
 def run(args) -> int:

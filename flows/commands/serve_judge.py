@@ -3,39 +3,46 @@
 Anything beyond loopback needs an API key (or an explicit `--insecure`): an open judge port serves
 anyone who can reach it. A key that is blank or a placeholder (`change-me`) is refused at start.
 """
-from __future__ import annotations
-
 import argparse
 import ipaddress
 import os
 from pathlib import Path
 
+import typer
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
+from ..cli import choices, invoke
+
+Dtype = choices("Dtype", ["float32", "float16", "bfloat16", "auto"])
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(
         "serve-judge",
-        help="serve a local transformers VLM as a judge over the OpenAI-compatible API vLLM speaks",
-        description=(
-            "Serve a transformers image-text-to-text model folder over the OpenAI-compatible "
-            "/v1/chat/completions API in vLLM's response shape (one token, logprobs, top_logprobs). "
-            "Point a judge with backend 'vllm' and options.base_url http://HOST:PORT/v1 at it. "
-            "For CPU-only machines and tests; GPUs should run vLLM itself."
-        ),
-    )
-    p.add_argument("--model", required=True, help="model folder (loaded with from_pretrained)")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
-    p.add_argument("--served-model-name", default=None,
-                   help="the `model` name clients send (default: the --model value, as vLLM does)")
-    p.add_argument("--max-logprobs", type=int, default=20, help="largest top_logprobs accepted (vLLM's default: 20)")
-    p.add_argument("--api-key-env", default=None, metavar="VAR",
-                   help="require `Authorization: Bearer <key>` with the key read from this environment variable "
-                        "(required for a --host beyond loopback unless --insecure)")
-    p.add_argument("--insecure", action="store_true",
-                   help="allow a --host beyond loopback without an API key (anyone who reaches the port may use it)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16", "auto"])
-    p.set_defaults(func=handle)
+        short_help="serve a local transformers VLM as a judge over the OpenAI-compatible API vLLM speaks",
+        help="Serve a transformers image-text-to-text model folder over the OpenAI-compatible "
+             "/v1/chat/completions API in vLLM's response shape (one token, logprobs, top_logprobs). "
+             "Point a judge with backend 'vllm' and options.base_url http://HOST:PORT/v1 at it. "
+             "For CPU-only machines and tests; GPUs should run vLLM itself.")
+    def serve_judge(
+        model: str = typer.Option(..., help="model folder (loaded with from_pretrained)"),
+        port: int = typer.Option(..., help="TCP port to listen on"),
+        host: str = typer.Option("127.0.0.1", help="interface to bind (default: loopback only)"),
+        served_model_name: str = typer.Option(None, "--served-model-name",
+                                              help="the `model` name clients send (default: the --model value, as "
+                                                   "vLLM does)"),
+        max_logprobs: int = typer.Option(20, "--max-logprobs", help="largest top_logprobs accepted (vLLM's default)"),
+        api_key_env: str = typer.Option(None, "--api-key-env", metavar="VAR",
+                                        help="require `Authorization: Bearer <key>` with the key read from this "
+                                             "environment variable (required for a --host beyond loopback unless "
+                                             "--insecure)"),
+        insecure: bool = typer.Option(False, "--insecure", help="allow a --host beyond loopback without an API key "
+                                                                "(anyone who reaches the port may use it)"),
+        device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
+        dtype: Dtype = typer.Option(None,
+                                  help="weight dtype (default: float32 on CPU, the checkpoint's own on GPU)"),
+    ) -> None:
+        invoke("serve-judge", handle, model=model, port=port, host=host, served_model_name=served_model_name,
+               max_logprobs=max_logprobs, api_key_env=api_key_env, insecure=insecure, device=device, dtype=dtype and dtype.value)
 
 
 def handle(args: argparse.Namespace) -> int:

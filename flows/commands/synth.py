@@ -1,8 +1,9 @@
 """`unirain synth`: synthetic rainy/clean pairs in the paper's layout, or a synthetic stand-in gallery."""
-from __future__ import annotations
+import typer
 
-import argparse
+from ..cli import invoke
 
+SHORT = "synthesise rainy/clean pairs (drs, drd, nrs, nrd) or a synthetic stand-in gallery"
 DESCRIPTION = """\
 Paired mode writes OUT/{drs,drd,nrs,nrd}/{input,target}/NAME.png: --per-type pairs of each
 rain type (day streaks, day drops, night streaks, night drops), the same NAME in input and
@@ -15,22 +16,19 @@ generators with different parameter ranges: a stand-in gallery for demos and tes
 rain. Real runs should ingest a gallery of real rainy photographs."""
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "synth",
-        help="synthesise rainy/clean pairs (drs, drd, nrs, nrd) or a synthetic stand-in gallery",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--out", required=True, help="output folder (new, or holding only a previous run's same files)")
-    p.add_argument("--per-type", type=int, help="pairs per rain type (paired mode)")
-    p.add_argument("--gallery", action="store_true",
-                   help="write N unpaired SYNTHETIC rainy images (a stand-in, not real rain) instead of pairs")
-    p.add_argument("--n", type=int, help="number of gallery images, the four rain types in turn (with --gallery)")
-    p.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default: 0)")
-    p.add_argument("--clean", metavar="DIR", help="folder of clean photos to use instead of the built-in ones")
-    p.add_argument("--size", default="256x256", metavar="WxH", help="output image size (default: 256x256)")
-    p.set_defaults(func=run)
+def register(app: typer.Typer) -> None:
+    @app.command("synth", help=DESCRIPTION, short_help=SHORT)
+    def synth(
+        out: str = typer.Option(..., help="output folder (new, or holding only a previous run's same files)"),
+        per_type: int = typer.Option(None, "--per-type", help="pairs per rain type (paired mode)"),
+        gallery: bool = typer.Option(False, "--gallery", help="write N unpaired SYNTHETIC rainy images (a stand-in, "
+                                                              "not real rain) instead of pairs"),
+        n: int = typer.Option(None, "--n", help="number of gallery images, the four rain types in turn (with --gallery)"),
+        seed: int = typer.Option(0, help="random seed, >= 0"),
+        clean: str = typer.Option(None, metavar="DIR", help="folder of clean photos to use instead of the built-in ones"),
+        size: str = typer.Option("256x256", metavar="WxH", help="output image size"),
+    ) -> None:
+        invoke("synth", run, out=out, per_type=per_type, gallery=gallery, n=n, seed=seed, clean=clean, size=size)
 
 
 def run(args) -> int:

@@ -1,64 +1,85 @@
 """`unirain train`, `unirain evaluate` and `unirain derain`: the derainer's commands."""
-from __future__ import annotations
-
 import os
 import sys
 
+import typer
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "train", help="train (or resume) the MoE derainer on a run's distilled or candidate pairs",
-        description="Train the derainer with the train: section of a run config. Rerunning the same command "
-                    "resumes from RUN/checkpoints/latest.json and stops at the same total iteration. Under "
-                    "torchrun (WORLD_SIZE > 1) every process runs this command and DDP is used.")
-    p.add_argument("--config", required=True, help="run config YAML (its train: section)")
-    p.add_argument("--run", "--run-dir", dest="run", required=True,
-                   help="run folder: checkpoints/, reports/, tensorboard/ go here (spell it --run-dir under "
-                        "torchrun, whose own --run-path option makes --run ambiguous)")
-    p.add_argument("--manifest", help="training pairs: a manifest folder or a folder in the paper layout "
-                                      "(default: RUN/manifests/distilled, else RUN/manifests/candidates)")
-    p.add_argument("--iters", type=int, help="total iterations (overrides train.iters)")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides train.device)")
-    p.set_defaults(func=run_train, writes_run=True)
+from ..cli import choices, invoke
 
-    e = sub.add_parser(
-        "evaluate", help="PSNR/SSIM of a checkpoint per test set and rain type, beside the rainy input's own",
-        description="Score the model and the rainy input itself (the 'doing nothing' baseline) against the targets, "
-                    "with the gain (model - input). basicsr protocol: whole images (reflect-padded, never cropped), "
-                    "RGB and Y; released: the authors' test.py (crop to multiples of 16, scikit-image SSIM). Writes "
-                    "OUT.csv, OUT.json, OUT.images.csv, OUT.md and before/after grids OUT_grids/<set>/<type>.png, "
-                    "and prints the table.")
-    e.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint, a checkpoints folder or a run folder")
-    e.add_argument("--data", action="append", default=[], metavar="DIR",
-                   help="test folder in the paper layout {drs,drd,nrs,nrd}/{input,target}; repeatable")
-    e.add_argument("--manifest", action="append", default=[], metavar="M", help="test manifest folder; repeatable")
-    e.add_argument("--out", help="report path (default: the checkpoint's RUN/reports/evaluation)")
-    e.add_argument("--device", default="auto")
-    e.add_argument("--crop-border", type=int, default=0)
-    e.add_argument("--tile", type=int, help="tile size for very large images (default: whole images)")
-    e.add_argument("--tile-overlap", type=int, default=32)
-    e.add_argument("--save-images", metavar="DIR", help="also write the derained test images here")
-    e.add_argument("--protocol", choices=("basicsr", "released"), default="basicsr",
-                   help="basicsr: BasicSR PSNR/SSIM (11x11 Gaussian) on RGB and Y; released: the authors' test.py "
-                        "(centre crop to a multiple of 16, scikit-image SSIM 7x7 uniform on RGB). Default basicsr")
-    e.add_argument("--grid-images", type=int, default=3, metavar="N",
-                   help="images per rain type in the before/after grids (input | output | target); 0 = none")
+Protocol = choices("Protocol", ["basicsr", "released"])
+
+CHECKPOINT_HELP = "a .safetensors checkpoint, a checkpoints folder or a run folder"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(
+        "train", short_help="train (or resume) the MoE derainer on a run's distilled or candidate pairs",
+        help="Train the derainer with the train: section of a run config. Rerunning the same command "
+             "resumes from RUN/checkpoints/latest.json and stops at the same total iteration. Under "
+             "torchrun (WORLD_SIZE > 1) every process runs this command and DDP is used.")
+    def train(
+        config: str = typer.Option(..., help="run config YAML (its train: section)"),
+        run_: str = typer.Option(..., "--run", "--run-dir",
+                                 help="run folder: checkpoints/, reports/, tensorboard/ go here (spell it --run-dir "
+                                      "under torchrun, whose own --run-path option makes --run ambiguous)"),
+        manifest: str = typer.Option(None, help="training pairs: a manifest folder or a folder in the paper layout "
+                                                "(default: RUN/manifests/distilled, else RUN/manifests/candidates)"),
+        iters: int = typer.Option(None, help="total iterations (overrides train.iters)"),
+        device: str = typer.Option(None, help="auto, cpu, cuda or cuda:N (overrides train.device)"),
+    ) -> None:
+        invoke("train", run_train, writes_run=True, config=config, run=run_, manifest=manifest, iters=iters,
+               device=device)
+
     from ..run_guard import run_of_report
 
-    e.set_defaults(func=run_evaluate, writes_run=run_of_report)
+    @app.command(
+        "evaluate", short_help="PSNR/SSIM of a checkpoint per test set and rain type, beside the rainy input's own",
+        help="Score the model and the rainy input itself (the 'doing nothing' baseline) against the targets, "
+             "with the gain (model - input). basicsr protocol: whole images (reflect-padded, never cropped), "
+             "RGB and Y; released: the authors' test.py (crop to multiples of 16, scikit-image SSIM). Writes "
+             "OUT.csv, OUT.json, OUT.images.csv, OUT.md and before/after grids OUT_grids/<set>/<type>.png, "
+             "and prints the table.")
+    def evaluate(
+        checkpoint: str = typer.Option(..., help=CHECKPOINT_HELP),
+        data: list[str] = typer.Option([], "--data", metavar="DIR",
+                                       help="test folder in the paper layout {drs,drd,nrs,nrd}/{input,target}; "
+                                            "repeatable"),
+        manifest: list[str] = typer.Option([], "--manifest", metavar="M", help="test manifest folder; repeatable"),
+        out: str = typer.Option(None, help="report path (default: the checkpoint's RUN/reports/evaluation)"),
+        device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+        crop_border: int = typer.Option(0, "--crop-border", help="pixels cut from each border before scoring"),
+        tile: int = typer.Option(None, help="tile size for very large images (default: whole images)"),
+        tile_overlap: int = typer.Option(32, "--tile-overlap", help="overlap between tiles, pixels"),
+        save_images: str = typer.Option(None, "--save-images", metavar="DIR",
+                                        help="also write the derained test images here"),
+        protocol: Protocol = typer.Option("basicsr",
+                                     help="basicsr: BasicSR PSNR/SSIM (11x11 Gaussian) on RGB and Y; released: the "
+                                          "authors' test.py (centre crop to a multiple of 16, scikit-image SSIM 7x7 "
+                                          "uniform on RGB)"),
+        grid_images: int = typer.Option(3, "--grid-images", metavar="N",
+                                        help="images per rain type in the before/after grids (input | output | "
+                                             "target); 0 = none"),
+    ) -> None:
+        invoke("evaluate", run_evaluate, writes_run=run_of_report, checkpoint=checkpoint, data=list(data),
+               manifest=list(manifest), out=out, device=device, crop_border=crop_border, tile=tile,
+               tile_overlap=tile_overlap, save_images=save_images, protocol=protocol.value, grid_images=grid_images)
 
-    d = sub.add_parser(
-        "derain", help="derain an image or a folder of images with a checkpoint",
-        description="Outputs have the input's size. Large images go through overlapping tiles blended without "
-                    "seams. A bad image is reported and skipped (exit status 1), the rest are written.")
-    d.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint, a checkpoints folder or a run folder")
-    d.add_argument("input", help="an image file or a folder (searched recursively)")
-    d.add_argument("output", help="output file (for a file input) or folder (PNG, same relative names)")
-    d.add_argument("--tile", type=int, default=256, help="tile size; 0 = whole images (default 256)")
-    d.add_argument("--tile-overlap", type=int, default=32)
-    d.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
-    d.add_argument("--device", default="auto")
-    d.set_defaults(func=run_derain)
+    @app.command(
+        "derain", short_help="derain an image or a folder of images with a checkpoint",
+        help="Outputs have the input's size. Large images go through overlapping tiles blended without "
+             "seams. A bad image is reported and skipped (exit status 1), the rest are written.")
+    def derain(
+        input: str = typer.Argument(..., metavar="INPUT", help="an image file or a folder (searched recursively)"),
+        output: str = typer.Argument(..., metavar="OUTPUT",
+                                     help="output file (for a file input) or folder (PNG, same relative names)"),
+        checkpoint: str = typer.Option(..., help=CHECKPOINT_HELP),
+        tile: int = typer.Option(256, help="tile size; 0 = whole images"),
+        tile_overlap: int = typer.Option(32, "--tile-overlap", help="overlap between tiles, pixels"),
+        batch: int = typer.Option(4, help="tiles per forward pass"),
+        device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    ) -> None:
+        invoke("derain", run_derain, checkpoint=checkpoint, input=input, output=output, tile=tile,
+               tile_overlap=tile_overlap, batch=batch, device=device)
 
 
 def _user_errors():
