@@ -104,7 +104,7 @@ def test_no_generation_stage_keeps_what_retrieval_passed_without_any_judge(retri
 def test_vlm_only_asks_about_the_candidate_alone_and_needs_no_retrieval_row(retrieved, tiny_models, tmp_path):
     from tasks.select.stage import exhaustiveness
     from tasks.vote.judge_cache import JudgeCache
-    from tasks.vote.judges.prompt import prompt_version
+    from tasks.vote.judges.prompt import PROMPT_VERSION_NO_REFERENCE, question_version
     from tasks.vote.stage import vote_items
 
     run = copy_run(retrieved, tmp_path / "run")
@@ -113,7 +113,10 @@ def test_vlm_only_asks_about_the_candidate_alone_and_needs_no_retrieval_row(retr
     votes = read_manifest(run.manifest("votes"), "votes")
     cands = read_manifest(run.manifest("candidates"), "candidates")
     assert set(votes["pair_id"]) == set(cands["pair_id"])  # every pair voted, each without a reference
-    assert (votes["ref_id"] == "").all() and (votes["prompt_version"] == prompt_version(reference=False)).all()
+    types = votes["pair_id"].map(cands.set_index("pair_id")["rain_type"])
+    assert (votes["ref_id"] == "").all()
+    assert (votes["prompt_version"] == types.map(lambda t: question_version(t, reference=False))).all()
+    assert votes["prompt_version"].str.startswith(PROMPT_VERSION_NO_REFERENCE).all()
     assert set(votes["judge"]) <= {"judge_a", "judge_b", "judge_c"}
     assert reports["vote"].totals["model_calls"] == len(votes)
     with JudgeCache(run) as cache:

@@ -196,6 +196,26 @@ def test_cache_hits_on_rerun_and_transient_failures_retried(tmp_path):
         assert reopened.count("judge_a") == 40
 
 
+def test_each_question_is_cached_under_its_own_version_so_new_wording_reasks_only_its_type(tmp_path, monkeypatch):
+    from tasks.vote.judges import prompt
+
+    cfg = VoteConfig(cascade=False)
+    data = items(12).assign(rain_type=["day_streak", "snow", "night_drop"] * 4)
+    with JudgeCache(tmp_path) as cache:
+        rows, _ = vote_shard(data, counting_panel(cfg), cfg, cache, CallStats())
+        versions = {r["pair_id"]: r["prompt_version"] for r in rows}
+        by_type = dict(zip(data["rain_type"], data["pair_id"]))
+        assert versions[by_type["day_streak"]] == versions[by_type["night_drop"]] == prompt.PROMPT_VERSION
+        assert versions[by_type["snow"]].startswith(prompt.PROMPT_VERSION + "+snow:")
+        # new words for snow: only the snow questions are asked again, every rain answer comes from the cache
+        monkeypatch.setitem(prompt.DEGRADATION_WORDING, "snow", prompt.Wording("taken in a blizzard", "the snow"))
+        CALLS.clear()
+        rows2, _ = vote_shard(data, counting_panel(cfg), cfg, cache, CallStats())
+        assert CALLS == {"judge_a": 4, "judge_b": 4, "judge_c": 4}
+        assert {r["prompt_version"] for r in rows2} - {r["prompt_version"] for r in rows} == {
+            prompt.question_version("snow")}
+
+
 def test_cache_is_keyed_by_model_prompt_reference_and_candidate(tmp_path):
     with JudgeCache(tmp_path) as cache:
         cache.put_many("m", "v1", [(("r", "c"), JudgeResult(0.25, p_yes=0.1, p_no=0.3)),

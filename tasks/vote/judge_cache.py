@@ -2,8 +2,8 @@
 
 One SQLite database, `RUN/cache/judges/answers.sqlite`, in WAL mode with `synchronous=FULL`: a
 commit survives `kill -9` and power loss, a crash mid-commit leaves the database as it was before
-it, and readers never block the writer. A question is the key (judge `model_id`, `PROMPT_VERSION`,
-reference id, candidate pair id); ids are content hashes, so the key names the exact images.
+it, and readers never block the writer. A question is the key (judge `model_id`, the question's version
+`tasks.vote.judges.prompt.question_version`, reference id, candidate pair id); ids are content hashes, so the key names the exact images.
 
 Append-only: `INSERT OR IGNORE`, nothing is ever updated, so the first final answer to a question
 is the answer for the life of the run. Only *final* answers go in (see `is_final`): a `p_real`, an

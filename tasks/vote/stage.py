@@ -62,7 +62,7 @@ from data_manifests.reader import check_file_schema
 from tasks.config import ModelRef, VoteConfig
 from tasks.vote.judge_cache import JudgeCache, is_final_error
 from tasks.vote.judges.base import JUDGES, Judge, JudgeRequest, JudgeResult
-from tasks.vote.judges.prompt import PROMPT_VERSION, prompt_version
+from tasks.vote.judges.prompt import PROMPT_VERSION, prompt_version, question_version
 from tasks.pipeline import spec
 from tasks.stage import Stage, output_paths, stage_reject
 
@@ -213,14 +213,32 @@ def _judge_lock(judge: Judge) -> threading.Lock:
         return _LOCKS.setdefault(id(judge), threading.Lock())
 
 
+def request_version(req: JudgeRequest) -> str:
+    """The cache key's prompt part of one question: with or without a reference, in its type's words."""
+    return question_version(req.degradation, req.has_reference)
+
+
+def _by_version(versions: Sequence[str], items: Sequence) -> dict[str, list]:
+    groups: dict[str, list] = {}
+    for version, item in zip(versions, items):
+        groups.setdefault(version, []).append(item)
+    return groups
+
+
 def ask(judge: Judge, requests: Sequence[JudgeRequest], cfg: VoteConfig, cache: JudgeCache | None,
-        stats: CallStats | None = None, prompt_version: str = PROMPT_VERSION) -> list[JudgeResult]:
+        stats: CallStats | None = None) -> list[JudgeResult]:
     """One judge's answers to `requests`: from the cache when asked before, else from the model in
-    chunks whose final answers are cached before the next chunk is sent."""
+    chunks whose final answers are cached before the next chunk is sent. Each question is cached
+    under its own version (`request_version`), so one shard may mix types."""
     start = time.perf_counter()
     keys = [(r.ref_id, r.cand_id) for r in requests]
-    found = cache.get_many(judge.model_id, prompt_version, keys) if cache is not None else {}
-    out: list[JudgeResult | None] = [found.get(k) for k in keys]
+    versions = [request_version(r) for r in requests]
+    out: list[JudgeResult | None] = [None] * len(requests)
+    if cache is not None:
+        for version, idx in _by_version(versions, range(len(requests))).items():
+            found = cache.get_many(judge.model_id, version, [keys[i] for i in idx])
+            for i in idx:
+                out[i] = found.get(keys[i])
     missing = [i for i, r in enumerate(out) if r is None]
     for lo in range(0, len(missing), cfg.chunk_size):
         chunk = missing[lo:lo + cfg.chunk_size]
@@ -229,7 +247,9 @@ def ask(judge: Judge, requests: Sequence[JudgeRequest], cfg: VoteConfig, cache: 
         if len(results) != len(chunk):
             raise RuntimeError(f"judge {judge.model_id} returned {len(results)} results for {len(chunk)} requests")
         if cache is not None:
-            cache.put_many(judge.model_id, prompt_version, [(keys[i], r) for i, r in zip(chunk, results)])
+            answered = list(zip(chunk, results))
+            for version, group in _by_version([versions[i] for i, _ in answered], answered).items():
+                cache.put_many(judge.model_id, version, [(keys[i], r) for i, r in group])
         for i, r in zip(chunk, results):
             out[i] = r
     if stats is not None:
@@ -238,8 +258,7 @@ def ask(judge: Judge, requests: Sequence[JudgeRequest], cfg: VoteConfig, cache: 
 
 
 def run_panel(requests: Sequence[JudgeRequest], judges: Sequence[Judge], cfg: VoteConfig,
-              cache: JudgeCache | None = None, stats: CallStats | None = None,
-              prompt_version: str = PROMPT_VERSION) -> list[list[JudgeResult | None]]:
+              cache: JudgeCache | None = None, stats: CallStats | None = None) -> list[list[JudgeResult | None]]:
     """Every pair's answers, one list per pair in panel order (None = skipped by the cascade).
 
     One round per judge over all pairs still open, so each judge gets one batch per shard."""
@@ -252,7 +271,7 @@ def run_panel(requests: Sequence[JudgeRequest], judges: Sequence[Judge], cfg: Vo
         todo = [i for i, row in enumerate(answers) if not cfg.cascade or ask_next(codes(row))]
         if not todo:
             break
-        for i, result in zip(todo, ask(judge, [requests[i] for i in todo], cfg, cache, stats, prompt_version)):
+        for i, result in zip(todo, ask(judge, [requests[i] for i in todo], cfg, cache, stats)):
             answers[i][j] = result
     return answers
 
@@ -298,18 +317,18 @@ def _describe(judges: Sequence[str], row: list[JudgeResult | None], threshold: f
 
 
 def vote_shard(items: pd.DataFrame, judges: Sequence[Judge], cfg: VoteConfig, cache: JudgeCache | None,
-               stats: CallStats | None = None, prompt_version: str = PROMPT_VERSION) -> tuple[list[dict], list[dict]]:
+               stats: CallStats | None = None) -> tuple[list[dict], list[dict]]:
     """Votes rows and `undecided` rejects for one shard of `vote_items`. A row names its judge by its
     short name (`judge_labels`) in `judge` and by its model id in `judge_model`."""
     degradation = items["rain_type"] if "rain_type" in items else pd.Series(None, index=items.index, dtype=object)
     requests = [JudgeRequest(ref_id=r.ref_id or "", ref_path=r.ref_path or None, cand_id=r.pair_id,
                              cand_path=r.rainy_path, degradation=t)
                 for r, t in zip(items.itertuples(index=False), degradation)]
-    answers = run_panel(requests, judges, cfg, cache, stats, prompt_version)
+    answers = run_panel(requests, judges, cfg, cache, stats)
     names = [j.model_id for j in judges]
     labels = judge_labels(names)
     rows, rejects = [], []
-    for item, row in zip(items.itertuples(index=False), answers):
+    for item, req, row in zip(items.itertuples(index=False), requests, answers):
         codes = [outcome(r.p_real, r.error, cfg.threshold) if r is not None else SKIPPED for r in row]
         if tally(codes).reason == UNDECIDED:  # transient failures left it open: retried next run
             rejects.append(stage_reject(
@@ -324,7 +343,7 @@ def vote_shard(items: pd.DataFrame, judges: Sequence[Judge], cfg: VoteConfig, ca
             rows.append({"pair_id": item.pair_id, "ref_id": item.ref_id or "", "judge": label, "judge_model": name,
                          "p_real": r.p_real,
                          "vote": None if r.p_real is None else bool(r.p_real >= cfg.threshold),
-                         "error": r.error, "prompt_version": prompt_version})
+                         "error": r.error, "prompt_version": request_version(req)})
     return rows, rejects
 
 
@@ -470,7 +489,7 @@ class VoteStage(Stage):
             return [], [], {"model_calls": 0, "cache_hits": 0, "questions": 0}
         stats = CallStats()
         with JudgeCache(run) as cache:
-            kept, rejects = vote_shard(rows, self.panel, self.cfg.vote, cache, stats, self.prompt_version)
+            kept, rejects = vote_shard(rows, self.panel, self.cfg.vote, cache, stats)
         log_calls(run, self.session, shard, stats)
         return kept, rejects, {"model_calls": sum(stats.called.values()), "cache_hits": sum(stats.cached.values()),
                                "questions": sum(stats.needed.values())}

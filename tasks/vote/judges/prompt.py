@@ -1,6 +1,6 @@
 """The judge prompt, versioned, in one place.
 
-The vote cache is keyed by the prompt version: change the wording and bump `PROMPT_VERSION`, or old
+The vote cache is keyed by the question's version (`question_version`): change the wording and bump `PROMPT_VERSION`, or old
 answers to the old question would be reused for the new one. Two questions exist:
   - with a reference (the paper's vote): a real rainy photo first, then the candidate;
   - without one (`vote.reference: false`, the paper's "VLM only (no RAG)" ablation): the candidate
@@ -52,14 +52,28 @@ def prompt_text(degradation: str | None = None, reference: bool = True) -> str:
 PROMPT_TEXT = prompt_text()  # the rain question with a reference (v1)
 
 
+def _digest(data) -> str:
+    return hashlib.blake2b(json.dumps(data, sort_keys=True).encode(), digest_size=4).hexdigest()
+
+
+def question_version(degradation: str | None = None, reference: bool = True) -> str:
+    """The version of one question, which the cache key and the votes row carry: the template's, plus
+    the type and a digest of its words when the type has its own. A rain type's question stays
+    `rain-realism-v1`, so answers cached before other types had words stay valid, and editing the snow
+    phrase re-asks the snow questions only."""
+    base = PROMPT_VERSION if reference else PROMPT_VERSION_NO_REFERENCE
+    words = DEGRADATION_WORDING.get(degradation or "")
+    return base if words is None else f"{base}+{degradation}:{_digest(asdict(words))}"
+
+
 def prompt_version(reference: bool = True) -> str:
-    """The version the cache and the votes rows carry: the template's, plus the wording table's digest
-    when it holds any type (so a changed phrase is a new question)."""
+    """The version of the whole question set (the vote stage's fingerprint and shard metadata): the
+    template's plus the wording table's digest. Editing any phrase redoes the vote shards, where the
+    cache still answers every question whose own `question_version` did not change."""
     base = PROMPT_VERSION if reference else PROMPT_VERSION_NO_REFERENCE
     if not DEGRADATION_WORDING:
         return base
-    table = json.dumps({k: asdict(v) for k, v in sorted(DEGRADATION_WORDING.items())}, sort_keys=True)
-    return f"{base}+w{hashlib.blake2b(table.encode(), digest_size=4).hexdigest()}"
+    return f"{base}+w{_digest({k: asdict(v) for k, v in DEGRADATION_WORDING.items()})}"
 
 
 def judge_messages(reference_part: dict[str, Any] | None, candidate_part: dict[str, Any],
