@@ -144,8 +144,8 @@ def test_source_spec_errors_name_the_problem(tmp_path):
         parse_source(f"nosuchset={tmp_path}")
     with pytest.raises(ValueError, match="folder not found"):
         parse_source(f"unirain={tmp_path / 'missing'}")
-    with pytest.raises(ValueError, match="snow"):
-        parse_source(f"paired:snow={tmp_path}")
+    with pytest.raises(ValueError, match="sandstorm"):
+        parse_source(f"paired:sandstorm={tmp_path}")
     (tmp_path / "input").mkdir(), (tmp_path / "target").mkdir()  # the layout `paired` expects (checked at parse)
     spec = parse_source(f"paired.city:night_drop={tmp_path}")
     assert (spec.name, spec.adapter, spec.rain_type) == ("paired.city", "paired", "night_drop")

@@ -73,7 +73,7 @@ def test_factories_go_through_the_registries():
         (lambda: build_captioner(ModelRef(backend="git", name="x")), "captioner backend"),
         (lambda: build_embedder(ModelRef(backend="siglip", name="x")), "embedder backend"),
         (lambda: make_judge(ModelRef(backend="sglang", name="x")), "judge backend"),
-        (lambda: get_generator("snow"), "rain generator"),
+        (lambda: get_generator("sandstorm"), "rain generator"),
     ]:
         with pytest.raises(RegistryError, match=f"^unknown {kind} '"):
             call()
