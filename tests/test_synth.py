@@ -266,6 +266,10 @@ def test_cli_paired_and_gallery(tmp_path, capsys):
     assert main(["synth", "--gallery", "--out", str(tmp_path / "g"), "--n", "4", "--size", "96x80"]) == 0
     assert len(files(tmp_path / "g")) == 4
     assert "SYNTHETIC" in capsys.readouterr().out
+    assert main(["synth", "--out", str(tmp_path / "w"), "--per-type", "1", "--size", "96x80", "--types", "snow,fog"]) == 0
+    assert sorted(files(tmp_path / "w")) == ["fog/input/fog_00000.png", "fog/target/fog_00000.png",
+                                             "snow/input/snow_00000.png", "snow/target/snow_00000.png"]
+    assert "1 per type: snow, fog" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -277,6 +281,7 @@ def test_cli_paired_and_gallery(tmp_path, capsys):
     ([], "--per-type"),
     (["--gallery"], "--n"),
     (["--gallery", "--n", "2", "--per-type", "2"], "--per-type"),
+    (["--per-type", "1", "--types", "snow,hail"], "--types: unknown degradation type 'hail'"),
 ])
 def test_cli_refuses_bad_input(tmp_path, argv, message):
     from flows.cli import UserError

@@ -3,13 +3,15 @@ import typer
 
 from ..cli import invoke
 
-SHORT = "synthesise rainy/clean pairs (drs, drd, nrs, nrd) or a synthetic stand-in gallery"
+SHORT = "synthesise degraded/clean pairs (rain: drs, drd, nrs, nrd; snow; fog) or a synthetic stand-in gallery"
 DESCRIPTION = """\
 Paired mode writes OUT/{drs,drd,nrs,nrd}/{input,target}/NAME.png: --per-type pairs of each
 rain type (day streaks, day drops, night streaks, night drops), the same NAME in input and
 target. Clean images are random crops of photos shipped in scikit-image, scikit-learn and
 matplotlib, or of the images under --clean. Night pairs use the clean scene turned to night
-as their target. The same seed gives the same bytes.
+as their target. The same seed gives the same bytes. --types picks other degradation types:
+--types all adds OUT/snow and OUT/fog (all-weather), --types snow,fog only those
+(docs/allweather.md).
 
 --gallery writes N unpaired rainy images to OUT. They are SYNTHETIC, made by the same kind of
 generators with different parameter ranges: a stand-in gallery for demos and tests, NOT real
@@ -27,8 +29,11 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="random seed, >= 0"),
         clean: str = typer.Option(None, metavar="DIR", help="folder of clean photos to use instead of the built-in ones"),
         size: str = typer.Option("256x256", metavar="WxH", help="output image size"),
+        types: str = typer.Option("rain", metavar="TYPES", help="degradation types, comma-separated: keys (day_streak, "
+                                  "..., snow, fog), rain (the four rain types, default) or all"),
     ) -> None:
-        invoke("synth", run, out=out, per_type=per_type, gallery=gallery, n=n, seed=seed, clean=clean, size=size)
+        invoke("synth", run, out=out, per_type=per_type, gallery=gallery, n=n, seed=seed, clean=clean, size=size,
+               types=types)
 
 
 def run(args) -> int:
@@ -57,11 +62,18 @@ def run(args) -> int:
     except ValueError as exc:
         raise UserError(f"--size: {exc}") from None
 
+    from data_manifests import TYPE_FOLDERS, resolve_types
+
+    try:
+        types = resolve_types(getattr(args, "types", None) or "rain", key="--types")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
     from tqdm import tqdm
 
-    total = count if args.gallery else 4 * count
+    total = count if args.gallery else len(types) * count
     with tqdm(total=total, unit="img", desc="synth", disable=None) as bar:
-        kw = dict(seed=args.seed, clean_dir=args.clean, size=size, on_item=lambda _: bar.update())
+        kw = dict(seed=args.seed, clean_dir=args.clean, size=size, on_item=lambda _: bar.update(), rain_types=types)
         try:
             items = synthesize_gallery(args.out, count, **kw) if args.gallery else synthesize_paired(args.out, count, **kw)
         except (FileNotFoundError, FileExistsError, ValueError) as exc:
@@ -69,5 +81,5 @@ def run(args) -> int:
     if args.gallery:
         print(f"wrote {len(items)} SYNTHETIC gallery images (a stand-in, not real rain) to {args.out}")
     else:
-        print(f"wrote {len(items)} pairs ({count} per type: drs, drd, nrs, nrd) to {args.out}")
+        print(f"wrote {len(items)} pairs ({count} per type: {', '.join(TYPE_FOLDERS[t] for t in types)}) to {args.out}")
     return 0
