@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         checkpoint: str = typer.Option(..., help=CHECKPOINT_HELP),
         data: list[str] = typer.Option([], "--data", metavar="DIR",
-                                       help="test folder in the paper layout {drs,drd,nrs,nrd}/{input,target}; "
+                                       help="test folder in the paper layout {drs,drd,nrs,nrd,snow,fog}/{input,target}; "
                                             "repeatable"),
         manifest: list[str] = typer.Option([], "--manifest", metavar="M", help="test manifest folder; repeatable"),
         out: str = typer.Option(None, help="report path (default: the checkpoint's RUN/reports/evaluation)"),
@@ -103,18 +103,21 @@ def run_train(args) -> int:
             from ..train import training_data
 
             cfg = load_train_config(args.config, iters=args.iters, device=args.device)
-            result = train(cfg, args.run, training_data(args.run, args.manifest))
+            from unirain_model.data import run_types
+
+            result = train(cfg, args.run, training_data(args.run, args.manifest), types=run_types(args.config))
             if int(os.environ.get("RANK", "0")) == 0:
                 print(f"train: iteration {result.iteration}/{cfg.iters}, checkpoint {result.checkpoint}")
             return 0
         from unirain_model.checkpoint import check_resumable
         from unirain_model.config import load_train_config, model_config
-        from unirain_model.data import check_source
+        from unirain_model.data import check_source, run_types
 
         from ..train import train_flow, training_data
 
         # Refuse bad input here, before a flow run starts (and logs a traceback for it).
         model_config(load_train_config(args.config, iters=args.iters, device=args.device))
+        run_types(args.config)  # a bad `types:` (or one too large for the CoBa floor) is refused here too
         check_source(training_data(args.run, args.manifest))
         check_resumable(os.path.join(args.run, "checkpoints"))  # all checkpoints damaged: refused here
         train_flow(run=args.run, config=args.config, manifest=args.manifest, iters=args.iters, device=args.device)
