@@ -73,6 +73,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
+    OUTPUT.mkdir(exist_ok=True)  # screenshots of what the browser saw
     port = _free_port()
     home = tmp_path_factory.mktemp("prefect-server")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
@@ -257,7 +258,6 @@ def test_funnel_table_renders_in_the_ui(served, data, distills):
         # the latest version of the run's funnel (a key's own page is the timeline of its versions)
         b.get(f"{served.ui_url}/artifacts/artifact/{funnel.latest_id}")
         text = wait_for(b, lambda b: (lambda t: t if all(w in t for w in wanted) else None)(body_text(b))) or body_text(b)
-        OUTPUT.mkdir(exist_ok=True)
         b.save_screenshot(str(OUTPUT / "funnel_artifact.png"))
     assert funnel.key in text
     missing = [w for w in wanted if w not in text]
@@ -303,19 +303,33 @@ def test_charts_rejects_and_decision_gallery_render_in_the_ui(served, data, dist
         assert not missing, f"{kind}: not on the page: {missing}\n{text[:1500]}"
 
 
-def test_training_logs_reach_the_train_run_in_the_ui(served, data, distills):
-    """The trainer's `unirain.*` log lines are in the triggered train run's log (what the UI shows)."""
+def test_train_run_shows_its_log_lines_and_its_chart_in_the_ui(served, data, distills):
+    """The trainer's `unirain.*` log lines are in the triggered train run's log (what the UI shows), and
+    the training report renders `training_history.png` inline."""
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from flows.artifacts import artifact_key
+
+    from .browser import all_loaded, body_text, browser, images, wait_for
 
     root, _ = data
     wait_for_run(served, distills["good"], {"COMPLETED"})
-    (train,) = wait_for_train(served, RunLayout.at(root / "good-run").root)
+    layout = RunLayout.at(root / "good-run")
+    (train,) = wait_for_train(served, layout.root)
     train = wait_for_run(served, train.id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=180)
     assert train.name == "train · good-run"
     with served.client() as client:
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[train.id])))
+        report = next(a for a in client.read_latest_artifacts(limit=200) if a.key == artifact_key(layout, "training-report"))
     ours = [log for log in logs if log.name.startswith(("unirain.", "unirain_model."))]
     assert ours, "no unirain log line in the train run's log:\n" + "\n".join(f"{l.name}: {l.message}" for l in logs)
+    with browser() as b:
+        b.get(f"{served.ui_url}/artifacts/artifact/{report.latest_id}")
+        charts = lambda b: [i for i in images(b) if i[0].startswith("data:image/")]  # noqa: E731
+        wait_for(b, lambda b: "Training" in body_text(b) and all_loaded(charts(b)), timeout=60)
+        imgs = charts(b)
+        b.save_screenshot(str(OUTPUT / "training-report_artifact.png"))
+    assert len(imgs) == 1 and all_loaded(imgs), imgs
 
 
 def test_failed_distill_triggers_nothing_and_retry_resumes(served, data, distills):
