@@ -47,13 +47,14 @@ sys.path.insert(0, str(ROOT))
 
 TEST_PHOTOS = ("coffee", "china", "grace_hopper")
 # (row label, model config under configs/model/, reweighting kind)
+# (run in this order: the CoBa-vs-uniform pair and the peer first, so a benchmark cut short still has them)
 ROWS = [
     ("unirain-s", "unirain-s", "coba"),
+    ("unirain-s uniform", "unirain-s", "uniform"),
+    ("nafnet-s", "nafnet-s", "coba"),
     ("unirain-s soft-soft", "unirain-s-soft-soft", "coba"),
     ("unirain-s hard-hard", "unirain-s-hard-hard", "coba"),
     ("unirain-s dense", "unirain-s-dense", "coba"),
-    ("nafnet-s", "nafnet-s", "coba"),
-    ("unirain-s uniform", "unirain-s", "uniform"),
 ]
 COBA_ROW, UNIFORM_ROW = "unirain-s", "unirain-s uniform"
 
