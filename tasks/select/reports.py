@@ -78,7 +78,7 @@ def agreement_matrix(pairs: pd.DataFrame, panel) -> pd.DataFrame:
     cells = {(a, a): "-" for a in names}
     for r in pairs.itertuples(index=False):
         pct = "n/a" if r.agree_pct is None or pd.isna(r.agree_pct) else f"{r.agree_pct:g}%"
-        kappa = "n/a" if r.cohen_kappa is None or pd.isna(r.cohen_kappa) else f"{r.cohen_kappa:.2f}"
+        kappa = "n/a" if r.cohen_kappa is None or pd.isna(r.cohen_kappa) else f"{round(r.cohen_kappa, 2) + 0.0:.2f}"  # no -0.00
         cells[(r.judge, r.other)] = cells[(r.other, r.judge)] = f"{pct} (κ {kappa}, n={r.both_voted})"
     return pd.DataFrame([{"judge": a, **{b: cells.get((a, b), "") for b in names}} for a in names],
                         columns=["judge", *names])
