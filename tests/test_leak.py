@@ -41,6 +41,8 @@ TRANSFORMS = {
     "crop 8% left and top": lambda im: crop(im, .08, .08),
     "crop 10% right": lambda im: crop(im, right=.10),
     "crop 3/7/2/6% + resize + JPEG q=60": lambda im: jpeg(crop(im, .03, .07, .02, .06).resize((300, 220)), 60),
+    "zoomed-in part: 10/10/15/10% off": lambda im: crop(im, .10, .10, .15, .10),
+    "zoomed-in centre: 16% off each side + JPEG q=70": lambda im: jpeg(crop(im, .16, .16, .16, .16), 70),
 }
 
 

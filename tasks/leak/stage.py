@@ -39,7 +39,7 @@ class LeakCheckStage(Stage):
 
     spec = spec(STAGE)
     upstream = STAGE_ORDER[:STAGE_ORDER.index(STAGE)]  # ingest and any screening stage before this one
-    CODE_VERSION = 1
+    CODE_VERSION = 2  # 2: zoomed-in test crops
 
     def __init__(self, cfg, num_shards: int):
         super().__init__(cfg, num_shards)
