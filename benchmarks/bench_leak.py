@@ -4,7 +4,7 @@
 
 - `hash`: pairs/s of `hash_pair_images` (decode both images small + one DCT hash each) against a bare
   loop that only decodes the same files the same way (`load_grey`): the hash's own share.
-- `index`: test images/s hashed at all 81 crop boxes (`build_index`), once per run and test listing.
+- `index`: test images/s hashed at every crop box (`build_index`), once per run and test listing.
 - `match`: candidate images/s matched (`nearest`) against indexes of 100 / 1,000 / 5,000 test images
   (random 64-bit hashes: the work does not depend on the bits).
 Runs interleave and report medians; one thread (OMP_NUM_THREADS=1).
