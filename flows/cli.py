@@ -122,9 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     """The console script and `python -m flows.cli`: the command's exit status (see the module doc)."""
     global _argv
     _argv = list(sys.argv[1:] if argv is None else argv)
+    code = _run(_argv)
+    if code == EXIT_INTERRUPTED and argv is None:  # a real process (not a test calling main): exit now
+        from flows.interrupt import exit_now
+
+        exit_now(code)
+    return code
+
+
+def _run(argv: list[str]) -> int:
     command = typer.main.get_command(build_app())
     try:  # typer's standalone mode prints usage errors ("did you mean ...?") with rich, then exits
-        command.main(args=_argv, prog_name="unirain", standalone_mode=True)
+        command.main(args=argv, prog_name="unirain", standalone_mode=True)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_FAILED)
     except KeyboardInterrupt:  # before a command started (e.g. while importing)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from pathlib import Path
 
 
@@ -42,3 +43,18 @@ def interrupted_line(args, argv: list[str]) -> str:
     again = "unirain " + " ".join(shlex.quote(a) for a in argv)
     return (f"unirain {args.command}: interrupted" + (f" ({done})" if done else "")
             + f"; rerun `{again}` to resume")
+
+
+def exit_now(code: int) -> None:
+    """After Ctrl-C: what a normal exit runs first (threads' exit hooks: Prefect drains its log and
+    event workers; then the atexit handlers: Prefect stops its server), then leave without the
+    interpreter's teardown of torch & co., measured at 3.5 s of a 5 s exit on 2 busy cores."""
+    import atexit
+    import os
+    import threading
+
+    getattr(threading, "_shutdown", lambda: None)()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

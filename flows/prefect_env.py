@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import importlib.abc
 import importlib.util
+import logging
 import os
 import sys
 from pathlib import Path
@@ -48,6 +49,23 @@ def configure_offline(run_dir: str | os.PathLike | None = None) -> None:
         os.environ.setdefault("PREFECT_HOME", str(home))
         os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(home / "results"))
     guard_embedded_server()
+    quiet_interrupts()
+
+
+class _InterruptCrashFilter(logging.Filter):
+    """Drops Prefect's "Crash detected! Execution was aborted by an interrupt signal." (the run is
+    still marked Crashed in the UI): after Ctrl-C the command prints its own one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "interrupt signal" not in str(record.msg)
+
+
+def quiet_interrupts() -> None:
+    # Set on the (still empty) loggers before Prefect configures them: its dictConfig keeps filters.
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _InterruptCrashFilter) for f in logger.filters):
+            logger.addFilter(_InterruptCrashFilter())
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -78,6 +96,10 @@ class _GuardedSubprocess:
         args = list(args)
         if args[1:3] == ["-m", "uvicorn"]:
             args = [args[0], "-m", "flows.server_guard", str(os.getpid()), *args[3:]]
+            # Its own session: Ctrl-C in a terminal signals the whole foreground process group, and
+            # a server stopped by it first left the flow's crash report retrying a closed port
+            # (httpx.ConnectError tracebacks, >30 s). Prefect stops it at exit, the guard on a kill.
+            kwargs["start_new_session"] = True
         return self._real.Popen(args, *rest, **kwargs)
 
 
