@@ -37,6 +37,11 @@ REJECT_REASONS = frozenset({
     "voted_out",
     "below_threshold",     # a retrieval score under the configured minimum
     "test_leak",           # a near duplicate of a benchmark test image (leak_check.test_sets)
+    "no_rain",             # sanity: input and target (nearly) identical
+    "unrelated_target",    # sanity: the target shows another scene
+    "misaligned",          # sanity: the target is shifted from its input
+    "blurry_target",       # sanity: the target is much softer than its input (blur, heavy JPEG)
+    "color_shift",         # sanity: colours or exposure disagree beyond what a rain veil explains
 })
 
 
@@ -148,6 +153,19 @@ LEAK_CHECK = register("leak_check", 1, "pair_id", [
 
 # Version 2: `judge` is the judge's short name (reports and reject details use the same), the model id
 # is `judge_model`. `ref_id` is "" when the judges saw no reference (vote.reference: false).
+# One row per candidate the sanity stage scored (tasks/sanity): one score per check, whether or not the
+# check is on (null where a score is undefined, e.g. a flat image), the first failed check's reason and `passed`.
+SANITY = register("sanity", 1, "pair_id", [
+    f("pair_id", pa.string()),
+    f("diff_p999", pa.float32(), nullable=True),            # no_rain
+    f("lowpass_structure", pa.float32(), nullable=True),   # unrelated_target
+    f("shift_px", pa.float32(), nullable=True),            # misaligned
+    f("sharpness_ratio", pa.float32(), nullable=True),     # blurry_target
+    f("color_shift", pa.float32(), nullable=True),         # color_shift
+    f("reason", pa.string(), nullable=True),
+    f("passed", pa.bool_()),
+])
+
 VOTES = register("votes", 2, "pair_id", [
     f("pair_id", pa.string()),
     f("ref_id", pa.string()),

@@ -26,7 +26,7 @@ from data_manifests.levels import RETRIEVAL_LEVELS
 from unirain_model.config import EvalConfig, TrainConfig
 
 __all__ = [
-    "ConfigError", "Section", "IngestConfig", "LeakCheckConfig", "ModelRef", "CaptionConfig", "EmbedConfig", "IndexConfig",
+    "ConfigError", "Section", "IngestConfig", "LeakCheckConfig", "SanityCheckConfig", "SanityConfig", "ModelRef", "CaptionConfig", "EmbedConfig", "IndexConfig",
     "RetrievalConfig", "VoteConfig", "SelectConfig", "TaskRunnerConfig", "ModelsConfig", "RunConfig",
     "format_validation_error", "parse_run_config", "load_yaml", "load_run_config", "require_local_model",
 ]
@@ -51,6 +51,42 @@ class LeakCheckConfig(Section):
                                                                       "hash match (copies >= 0.93, unrelated <= 0.67)")
     clip_min_cos: float | None = Field(0.8, ge=-1.0, le=1.0, description="with models.embedder set, a match also needs "
                                                                           "this CLIP image cosine; null: hashes only")
+
+
+class SanityCheckConfig(Section):
+    """One sanity check: on or off, and the threshold its score is cut at (`tasks/sanity/checks.py`)."""
+
+    enabled: bool = True
+    threshold: float
+
+
+class SanityConfig(Section):
+    """Model-free pair checks (`sanity` stage, `tasks/sanity`); defaults measured on the planted set
+    (`benchmarks/bench_sanity.py`, table in benchmarks/RESULTS.md). Each score is in the `sanity` manifest."""
+
+    min_side: int = Field(96, ge=1, description="pairs under this many pixels on a side are scored but never rejected: "
+                                                "the thresholds were measured on 96 px to 512 px pairs, and at 64 px a "
+                                                "synthetic drop pair may hold one visible drop")
+    no_rain: SanityCheckConfig = Field(SanityCheckConfig(threshold=4.0), description=(
+        "reject when the 99.9th percentile of |input - target| (3x3 averaged, grey levels) is below threshold"))
+    unrelated_target: SanityCheckConfig = Field(SanityCheckConfig(threshold=0.35), description=(
+        "reject when the low-passed structure correlation is below threshold"))
+    misaligned: SanityCheckConfig = Field(SanityCheckConfig(threshold=2.0), description=(
+        "reject when the phase-correlation shift (pixels of the original image) is above threshold"))
+    blurry_target: SanityCheckConfig = Field(SanityCheckConfig(threshold=0.3), description=(
+        "reject when target / input |Laplacian| at the scene's edges is below threshold"))
+    color_shift: SanityCheckConfig = Field(SanityCheckConfig(threshold=0.2), description=(
+        "reject when the colour disagreement beyond a grey veil is above threshold (not judged on fog and night pairs)"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_defaults(cls, data: Any) -> Any:
+        """`misaligned: {enabled: false}` keeps the default threshold (and `{threshold: 3}` stays on)."""
+        if isinstance(data, dict):
+            data = {k: ({**cls.model_fields[k].default.model_dump(), **v}
+                        if isinstance(v, dict) and isinstance(getattr(cls.model_fields.get(k), "default", None), Section)
+                        else v) for k, v in data.items()}
+        return data
 
 
 class ModelRef(Section):
@@ -143,6 +179,7 @@ class RunConfig(Section):
     gallery: list[str] = Field(default_factory=list)
     ingest: IngestConfig = IngestConfig()
     leak_check: LeakCheckConfig = LeakCheckConfig()
+    sanity: SanityConfig = SanityConfig()
     models: ModelsConfig = ModelsConfig()
     caption: CaptionConfig = CaptionConfig()
     embed: EmbedConfig = EmbedConfig()
