@@ -36,7 +36,7 @@ from data_manifests.schemas import TYPE_FOLDERS  # noqa: E402
 from tasks.config import SanityConfig  # noqa: E402
 from tasks.sanity.checks import CHECKS, ORDER, score_pair  # noqa: E402
 from tasks.sanity.planted import DAMAGES  # noqa: E402
-from tasks.sanity.stage import check_rows, decide, enabled_checks  # noqa: E402
+from tasks.sanity.stage import check_rows, enabled_checks  # noqa: E402
 from tasks.sanity.views import load_view, view_of_array  # noqa: E402
 
 SIZES = ((96, 96), (256, 256), (512, 512))

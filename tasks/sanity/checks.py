@@ -62,11 +62,6 @@ def grey(rgb: np.ndarray) -> np.ndarray:
     return rgb @ np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def lowpass(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur over the two image axes (colour channels kept apart)."""
-    return ndimage.gaussian_filter(img, (sigma, sigma, 0)[: img.ndim], mode="reflect")
-
-
 _HANN: dict[tuple[int, int], np.ndarray] = {}
 
 
