@@ -45,6 +45,15 @@ def choices(name: str, values) -> type:
     return enum.Enum(name, {v: v for v in values}, type=str)
 
 
+def run_folder(argument: str | None, option: str | None, command: str) -> str:
+    """The run of a command taking it as `RUN` or as `--run RUN` (one of them, or both the same)."""
+    if argument and option and argument != option:
+        raise typer.BadParameter(f"RUN {argument!r} and --run {option!r} differ: give one", param_hint="RUN")
+    if not (argument or option):
+        raise typer.BadParameter(f"give the run folder: `unirain {command} RUN`", param_hint="RUN")
+    return argument or option
+
+
 class UserError(Exception):
     """Bad input from the user (config, paths, names): printed without a traceback, exit 2."""
 

@@ -52,8 +52,8 @@ def _rebase(value, old: Path, new: Path):
 
 def demo_config(config: Path, out: Path) -> Path:
     """The run config for a demo under `out`: `config` itself when its data and models already lie
-    there, else `out/config.yaml`, which extends `config` and points its sources, gallery and models
-    at `out/data` and `out/models` (the demo configs name `../demo_run/...`)."""
+    there, else `out/config.yaml`: `config` with its sources, gallery and models moved to `out/data`
+    and `out/models` (the demo configs name `../demo_run/...`), its other paths absolute."""
     import yaml
 
     from tasks.config import load_config_data
@@ -65,8 +65,8 @@ def demo_config(config: Path, out: Path) -> Path:
     old = Path(sources[0]).parents[1]  # <root>/data/paired: the folder the config's demo lives in
     if old == out:
         return config
-    copy = {"extends": str(config.resolve()),
-            **{key: _rebase(data[key], old, out) for key in ("sources", "gallery", "models") if key in data}}
+    # The whole config, its paths resolved, not `extends:` (the trainer's loader reads train: alone).
+    copy = {**data, **{key: _rebase(data[key], old, out) for key in ("sources", "gallery", "models") if key in data}}
     out.mkdir(parents=True, exist_ok=True)
     path = out / "config.yaml"
     path.write_text(f"# written by flows.demo: {config} with its data and models under this folder\n"
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
         done = finished_work(run)
         again = "python -m flows.demo " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-        print(f"demo: interrupted{f' ({done})' if done else ''}; rerun `{again.strip()}` (or `make demo`) to resume",
+        also = " (or `make demo`)" if out == REPO / "demo_run" else ""
+        print(f"demo: interrupted{f' ({done})' if done else ''}; rerun `{again.strip()}`{also} to resume",
               file=sys.stderr, flush=True)
         return 130
 

@@ -45,6 +45,9 @@ def interrupted_line(args, argv: list[str]) -> str:
             + f"; rerun `{again}` to resume")
 
 
+HARD_EXIT_S = 3.0  # after this, exit_now leaves whatever is still running
+
+
 def exit_now(code: int) -> None:
     """After Ctrl-C: what a normal exit runs first (threads' exit hooks: Prefect drains its log and
     event workers; then the atexit handlers: Prefect stops its server), then leave without the
@@ -52,9 +55,38 @@ def exit_now(code: int) -> None:
     import atexit
     import os
     import threading
+    import time
 
-    getattr(threading, "_shutdown", lambda: None)()
+    def give_up() -> None:  # a worker thread deep in a long model call must not hold the exit
+        time.sleep(HARD_EXIT_S)
+        stop_embedded_server(grace=0.0)
+        os._exit(code)
+
+    threading.Thread(target=give_up, name="exit-deadline", daemon=True).start()
+    getattr(threading, "_shutdown", lambda: None)()  # joins non-daemon threads, runs their exit hooks
+    stop_embedded_server()
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def stop_embedded_server(grace: float = 1.0) -> None:
+    """Stop Prefect's embedded API server now: SIGTERM, and SIGKILL after `grace` s. Prefect's own
+    stop waits 5 s, and a server still migrating its database (Ctrl-C during its start-up) ignores
+    SIGTERM until done. Its SQLite database survives a kill (atomic commits)."""
+    import subprocess
+
+    module = sys.modules.get("prefect.server.api.server")
+    servers = getattr(getattr(module, "SubprocessASGIServer", None), "_instances", {})
+    for server in list(servers.values()):
+        proc = getattr(server, "server_process", None)
+        if proc is None or proc.poll() is not None:
+            continue
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+

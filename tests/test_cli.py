@@ -108,8 +108,11 @@ def test_ctrl_c_stops_at_once_with_one_line_and_exit_130(tmp_path):
         val_fraction=0.25, val_crop=32, num_workers=0, ckpt_every=2, device="cpu")}))
     run = tmp_path / "run"
     argv = ["train", "--config", str(tmp_path / "run.yaml"), "--run", str(run), "--manifest", str(tmp_path / "data")]
+    # SIGINT as a terminal leaves it: a suite started in the background (`cmd &`) ignores SIGINT, and
+    # a Python started with SIGINT ignored never raises KeyboardInterrupt.
     proc = subprocess.Popen([*UNIRAIN, *argv], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while not (run / "checkpoints" / "latest.json").exists():  # the flow is running and has saved
@@ -157,4 +160,24 @@ def test_demo_out_elsewhere_gets_a_config_pointing_inside_it(tmp_path):
     assert all(str(out / "models") in name for name in models), models
     assert [j.options for j in cfg.models.judges] == [j.options for j in demo.models.judges]
     assert cfg.train == demo.train and cfg.vote == demo.vote  # everything else as configs/demo.yaml
+    from unirain_model.config import load_train_config
+
+    assert load_train_config(path) == load_train_config(CONFIG)  # the trainer reads the same recipe
     assert demo_config(CONFIG, ROOT / "demo_run") == CONFIG  # the default folder uses the config as is
+
+
+def test_shell_completion_completes_commands_and_choices():
+    env = {**_env(), "_UNIRAIN_COMPLETE": "complete_bash", "COMP_WORDS": "unirain dis", "COMP_CWORD": "1"}
+    res = subprocess.run(UNIRAIN, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.split() == ["distill"]
+    env.update(COMP_WORDS="unirain distill --until v", COMP_CWORD="3")
+    res = subprocess.run(UNIRAIN, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert res.stdout.split() == ["vote"]
+
+
+def test_relocate_takes_the_run_either_way(tmp_path):
+    from flows.cli import parse_args
+
+    assert parse_args(["relocate", "--run", str(tmp_path)]).run == parse_args(["relocate", str(tmp_path)]).run
+    res = _cli("relocate", "--run", tmp_path / "nope")
+    assert res.returncode == 2 and "not a UniRain run folder" in res.stderr and not (tmp_path / "nope").exists()

@@ -1,7 +1,7 @@
 """`unirain inspect RUN`: the funnel of a run, per source and per stage."""
 import typer
 
-from ..cli import invoke
+from ..cli import invoke, run_folder
 
 
 def register(app: typer.Typer) -> None:
@@ -13,11 +13,7 @@ def register(app: typer.Typer) -> None:
         run_: str = typer.Option(None, "--run", help="run folder (the same as the RUN argument)"),
         json_: bool = typer.Option(False, "--json", help="print the funnel as JSON records"),
     ) -> None:
-        if run_arg and run_ and run_arg != run_:
-            raise typer.BadParameter(f"RUN {run_arg!r} and --run {run_!r} differ: give one", param_hint="RUN")
-        if not (run_arg or run_):
-            raise typer.BadParameter("give the run folder: `unirain inspect RUN`", param_hint="RUN")
-        invoke("inspect", run, run=run_arg or run_, json=json_)
+        invoke("inspect", run, run=run_folder(run_arg, run_, "inspect"), json=json_)
 
 
 def run(args) -> int:

@@ -1,7 +1,7 @@
 """`unirain relocate`: point a run's sources at their new roots after the run or its data moved."""
 import typer
 
-from ..cli import invoke
+from ..cli import invoke, run_folder
 
 
 def register(app: typer.Typer) -> None:
@@ -11,10 +11,11 @@ def register(app: typer.Typer) -> None:
              "root. After moving the data (or the run to another machine), give each moved source its new root. "
              "Without --root: list the roots.")
     def relocate(
-        run_: str = typer.Argument(..., metavar="RUN", help="run folder"),
+        run_arg: str = typer.Argument(None, metavar="RUN", help="run folder (or give --run)"),
+        run_: str = typer.Option(None, "--run", help="run folder (the same as the RUN argument)"),
         root: list[str] = typer.Option([], "--root", metavar="NAME=PATH", help="a source's new root; repeatable"),
     ) -> None:
-        invoke("relocate", run, writes_run=True, run=run_, root=list(root))
+        invoke("relocate", run, writes_run=True, run=run_folder(run_arg, run_, "relocate"), root=list(root))
 
 
 def run(args) -> int:
@@ -25,6 +26,8 @@ def run(args) -> int:
     from ..cli import UserError
 
     layout = RunLayout.at(args.run)
+    if not layout.is_run():
+        raise UserError(f"{layout.root} is not a UniRain run folder (no run.json)")
     try:
         roots = {}
         for spec in args.root:

@@ -1,7 +1,7 @@
 """`unirain report RUN`: one self-contained HTML file for a run (funnel, charts, gallery, evaluation)."""
 import typer
 
-from ..cli import invoke
+from ..cli import invoke, run_folder
 
 
 def register(app: typer.Typer) -> None:
@@ -15,11 +15,7 @@ def register(app: typer.Typer) -> None:
         run_: str = typer.Option(None, "--run", help="run folder (the same as the RUN argument)"),
         out: str = typer.Option(None, metavar="FILE", help="HTML file to write (default: RUN/reports/report.html)"),
     ) -> None:
-        if run_arg and run_ and run_arg != run_:
-            raise typer.BadParameter(f"RUN {run_arg!r} and --run {run_!r} differ: give one", param_hint="RUN")
-        if not (run_arg or run_):
-            raise typer.BadParameter("give the run folder: `unirain report RUN`", param_hint="RUN")
-        invoke("report", run, run=run_arg or run_, out=out)
+        invoke("report", run, run=run_folder(run_arg, run_, "report"), out=out)
 
 
 def run(args) -> int:
