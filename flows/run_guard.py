@@ -1,7 +1,7 @@
 """Which run folder a command writes to, and holding that run's lock while the command runs.
 
-A command's parser says it writes to a run with `set_defaults(writes_run=True)` (the run is
-`args.run`) or `writes_run=<function of args>`; `flows.cli.main` holds the lock around the command.
+A command says it writes to a run with `invoke(..., writes_run=True)` (the run is `args.run`) or
+`writes_run=<function of args>`; `flows.cli.invoke` holds the lock around the command.
 """
 from __future__ import annotations
 
