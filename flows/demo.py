@@ -140,9 +140,9 @@ def _demo(out: Path, config: Path, run: Path) -> int:
     print(f"Manifests: {run / 'manifests'} (read with pandas.read_parquet(folder))")
     print(f"Reports:   {run / 'reports'}   Checkpoints: {run / 'checkpoints'}")
     print(f"Funnel again any time: .venv/bin/unirain inspect {run}")
-    print(f"Report (one HTML file, opens offline): {report}")
     print("The captions, embeddings and votes come from random-weight models: they exercise the real code, "
           "their values mean nothing.")
+    print(f"Report (one HTML file, opens offline; `unirain report {run}` rewrites it): {report}")
     return 0
 
 

@@ -30,7 +30,7 @@ def run(args) -> int:
 
     try:
         path = write_report(layout.root, args.out)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # RunError, ManifestError are ValueErrors
         raise UserError(str(exc)) from None
     print(f"report: {path}")
     return 0
