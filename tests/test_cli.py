@@ -181,3 +181,13 @@ def test_relocate_takes_the_run_either_way(tmp_path):
     assert parse_args(["relocate", "--run", str(tmp_path)]).run == parse_args(["relocate", str(tmp_path)]).run
     res = _cli("relocate", "--run", tmp_path / "nope")
     assert res.returncode == 2 and "not a UniRain run folder" in res.stderr and not (tmp_path / "nope").exists()
+
+
+def test_inspect_draws_rich_tables_for_a_terminal(capsys):
+    import pandas as pd
+
+    from flows.commands.inspect import print_tables
+
+    print_tables("run: r", pd.DataFrame({"stage": ["ingest", "vote"], "kept": [64, 54]}))
+    out = capsys.readouterr().out
+    assert out.startswith("run: r") and "┃ stage" in out and "│ vote" in out and "54 │" in out  # numbers right-aligned

@@ -40,8 +40,26 @@ def run(args) -> int:
               f"`unirain distill` redoes it", file=sys.stderr)
     if args.json:
         print(frame.to_json(orient="records"))
-    else:
+    elif sys.stdout.isatty():  # a person at a terminal: rich tables
+        print_tables(f"run: {layout.root}", frame, stages.fillna(""))
+    else:  # a pipe or a file: the markdown tables, stable for scripts
         print(f"run: {layout.root}\n")
         print(format_table(frame))
         print("\n" + format_table(stages.fillna("")))  # done, stale (an earlier stage was redone), not run
     return 0
+
+
+def print_tables(title: str, *frames) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(title, highlight=False)
+    for frame in frames:
+        table = Table(show_lines=False, header_style="bold")
+        for column in frame.columns:
+            numeric = frame[column].dtype.kind in "iuf"
+            table.add_column(str(column), justify="right" if numeric else "left")
+        for row in frame.itertuples(index=False):
+            table.add_row(*(str(v) for v in row))
+        console.print(table)
