@@ -156,8 +156,10 @@ def test_stage_rejects_each_planted_pair_with_its_reason_and_later_stages_skip_t
 
 def test_threshold_changes_redo_the_stage_and_all_checks_off_pass_everything(source, tmp_path):
     run, _ = run_sanity(tmp_path / "run", source)
+    (run.reports / "sanity_rejects.png").unlink()
     _, again = run_sanity(tmp_path / "run", source)
-    assert again.redone == 0
+    assert again.redone == 0 and again.totals["sanity_rejects"] == len(PLANTED)
+    assert (run.reports / "sanity_rejects.png").exists()  # a lost grid is drawn again without a redo
     _, loose = run_sanity(tmp_path / "run", source, misaligned={"threshold": 50})
     assert loose.redone == 2 and "sanity.misaligned" in loose.why
     assert "misaligned" not in set(sanity_rejects(run)["reason"])

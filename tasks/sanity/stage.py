@@ -21,7 +21,7 @@ from data_manifests import RunLayout, read_manifest, shard_files
 from tasks.imageio import ImageRejected
 from tasks.pipeline import previous_stage, spec
 from tasks.screen import live_candidates
-from tasks.stage import Stage, stage_reject
+from tasks.stage import Stage, read_state, stage_reject
 
 from .checks import CHECKS, ORDER
 from .views import load_view
@@ -108,12 +108,18 @@ class SanityStage(Stage):
         return out, rejects, {"sanity_rejects": int((~out["passed"]).sum())}
 
     def finish(self, run: RunLayout, redone: list[int], totals: dict) -> dict:
-        grid = run.reports / GRID_NAME
-        if redone or not grid.exists():
-            from .report import write_reject_grid
+        """Redraw the reject grid after any redo, or when it is gone while the run has rejects; an
+        unchanged rerun reads no manifest here (the reject count rides along in the stage's state)."""
+        from .report import write_reject_grid
 
+        grid = run.reports / GRID_NAME
+        if redone:
             write_reject_grid(run, grid)
-        return {}
+            return {}
+        previous = int(((read_state(run, STAGE) or {}).get("last") or {}).get("sanity_rejects", 0))
+        if previous and not grid.exists():
+            write_reject_grid(run, grid)
+        return {"sanity_rejects": previous}
 
 
 def sanity_rejects(run: RunLayout) -> pd.DataFrame:
