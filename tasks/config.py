@@ -18,10 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, create_model, field_validator, model_validator
 
-from data_manifests.config_base import ConfigError, Section, format_validation_error, parse_section, resolve_path
+from data_manifests.config_base import (ConfigError, Section, config_chain, format_validation_error, load_yaml,
+                                        merge_config, parse_section, resolve_path)
 from data_manifests.levels import RETRIEVAL_LEVELS
 from unirain_model.config import EvalConfig, TrainConfig
 
@@ -210,19 +210,6 @@ def parse_run_config(data: dict[str, Any] | None, origin: str = "config") -> Run
     return parse_section(RunConfig, data, "", origin)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
-    return data
-
-
 def _looks_like_path(value: str, base: Path) -> bool:
     raw = value[len("local-dir:"):] if value.startswith("local-dir:") else value
     return (value.startswith("local-dir:") or raw.startswith(("./", "../", "~", "/")) or raw in (".", "..")
@@ -304,34 +291,14 @@ def _resolve_ref(ref: dict[str, Any], base: Path, key: str, origin: str) -> dict
     return ref
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`over` on top of `base`: mappings merge key by key, anything else (lists included) replaces, and so
-    does a model (a mapping with `backend:`): another model's `pretrained` or `options` must not leak in."""
-    out = dict(base)
-    for key, value in over.items():
-        merge = isinstance(value, dict) and isinstance(out.get(key), dict) and "backend" not in value
-        out[key] = _merge(out[key], value) if merge else value
-    return out
-
-
-def load_config_data(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_config_data(path: str | Path) -> dict[str, Any]:
     """A config's raw data with its paths resolved, after its `extends:` chain: `extends: ../paper.yaml`
     (relative to this file) loads that config first, each file's paths read from its own folder, and
     lays this file's keys over it (`configs/ablations/`)."""
-    path = Path(path)
-    data = load_yaml(path)
-    parent = data.pop("extends", None)
-    data = resolve_config_paths(data, path.parent.resolve(), str(path))
-    if parent is None:
-        return data
-    if not isinstance(parent, str) or not parent:
-        raise ConfigError(f"{path}: extends: must be the path of another config file")
-    base = (path.parent / parent).expanduser().resolve()
-    if base in _seen or base == path.resolve():
-        raise ConfigError(f"{path}: extends: {parent} makes a loop ({' -> '.join(str(p) for p in (*_seen, base))})")
-    if not base.is_file():
-        raise ConfigError(f"{path}: extends: config file not found: {base} (read from this file's folder)")
-    return _merge(load_config_data(base, (*_seen, path.resolve())), data)
+    data: dict[str, Any] = {}
+    for file, own in config_chain(path):
+        data = merge_config(data, resolve_config_paths(own, file.parent.resolve(), str(file)))
+    return data
 
 
 def load_run_config(path: str | Path) -> RunConfig:

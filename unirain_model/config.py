@@ -10,13 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 # The project's one config error and section base (unknown keys refused, frozen).
 from data_manifests.config_base import ConfigError  # noqa: F401  (re-exported: callers import it here)
 from data_manifests.config_base import Section as _Section
-from data_manifests.config_base import format_validation_error
+from data_manifests.config_base import config_chain, format_validation_error, merge_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,40 +117,54 @@ def parse_eval_config(data: dict[str, Any] | None, origin: str = "config") -> Ev
 
 
 def load_run_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+    """A run config's raw keys after its `extends:` chain (paths not resolved)."""
+    data: dict[str, Any] = {}
+    for _file, own in config_chain(path):
+        data = merge_config(data, own)
     return data
 
 
+def _chain_section(path: str | Path, name: str, resolve) -> dict[str, Any]:
+    """One section merged along the `extends:` chain, each file's relative paths resolved from its folder
+    by `resolve(section, folder, file)` before the next file's keys go on top."""
+    merged: dict[str, Any] = {}
+    for file, own in config_chain(path):
+        section = own.get(name) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{file}: {name}: must be a mapping")
+        merged = merge_config(merged, resolve(dict(section), file.parent, file))
+    return merged
+
+
+def _resolve_train_paths(section: dict[str, Any], folder: Path, file: Path) -> dict[str, Any]:
+    if isinstance(section.get("model"), str):
+        section["model"] = str(resolve_model_path(section["model"], folder))
+    return section
+
+
+def _resolve_eval_paths(section: dict[str, Any], folder: Path, file: Path) -> dict[str, Any]:
+    for key in ("data", "manifests"):
+        if isinstance(section.get(key), list):
+            section[key] = [str((folder / p).resolve()) for p in section[key]]  # absolute stays absolute
+    return section
+
+
 def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
-    """`train:` of a run config, with overrides (None values ignored), model path resolved."""
-    path = Path(path)
-    data = load_run_yaml(path)
-    section = data.get("train") or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"{path}: train: must be a mapping")
+    """`train:` of a run config (after its `extends:` chain), with overrides (None values ignored), model
+    path resolved from the folder of the file that names it."""
+    section = _chain_section(path, "train", _resolve_train_paths)
     section = {**section, **{k: v for k, v in overrides.items() if v is not None}}
     cfg = parse_train_config(section, origin=str(path))
     if isinstance(cfg.model, str):  # the built-in default names a file of the repository
-        base = path.parent if "model" in section else None
-        cfg = cfg.model_copy(update={"model": str(resolve_model_path(cfg.model, base))})
+        cfg = cfg.model_copy(update={"model": str(resolve_model_path(cfg.model, None if "model" not in section
+                                                                     else Path(path).parent))})
     return cfg
 
 
 def load_eval_config(path: str | Path | None, **overrides: Any) -> EvalConfig:
-    """`evaluate:` of a run config (test folders resolved from the config's folder), with overrides."""
-    data = dict((load_run_yaml(path).get("evaluate") or {}) if path else {})
-    base = Path(path).parent if path else Path.cwd()
-    for key in ("data", "manifests"):
-        if isinstance(data.get(key), list):
-            data[key] = [str((base / p).resolve()) for p in data[key]]  # absolute stays absolute
+    """`evaluate:` of a run config (after its `extends:` chain; test folders resolved from the folder of
+    the file that names them), with overrides."""
+    data = _chain_section(path, "evaluate", _resolve_eval_paths) if path else {}
     return parse_eval_config({**data, **{k: v for k, v in overrides.items() if v is not None}}, str(path or "evaluate"))
 
 
