@@ -325,6 +325,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
     # ---- resume
     start = 0
     history: list[dict[str, Any]] = []
+    loss_since_eval = (0.0, 0)  # (sum, count) of the training loss since the last validation: the history's train_loss
     latest = ckpt.load_resume(ckpt_dir)  # the newest intact checkpoint (a damaged one: warned about, skipped)
     if latest:
         state, meta = latest.state, latest.meta
@@ -343,6 +344,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
         weights = np.asarray(state["weights"], dtype=np.float64)
         _set_rng_state(state["rng"], device)
         start = int(state["iteration"])
+        loss_since_eval = tuple(state.get("loss_since_eval", loss_since_eval))
         if ddp.main:  # the run's first line says it continues, and from where
             say(f"resuming from iteration {start} of {cfg.iters}, checkpoint {latest.weights_path}")
         if state.get("train_pairs", len(train_pairs)) != len(train_pairs):
@@ -389,7 +391,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
                  "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                  "rng": _rng_state(device), "reweighter": reweighter.state_dict(),
                  "weights": [float(w) for w in weights], "types": types, "train_config": cfg.model_dump(mode="json"),
-                 "train_pairs": len(train_pairs), "epoch_iters": epoch_iters}
+                 "train_pairs": len(train_pairs), "epoch_iters": epoch_iters,
+                 "loss_since_eval": (float(eval_loss), eval_n)}
         path = ckpt.save_checkpoint(ckpt_dir, model, mcfg, it, types, state, keep=cfg.keep_checkpoints)
         _write_history(reports / "training_history.csv", history)
         plot_history(history, types, reports / "training_history.png")
@@ -400,7 +403,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, data: str | Path, progress: Pro
     t0, loss_sum, loss_n = time.perf_counter(), torch.zeros((), device=device), 0
     t_start = time.perf_counter()
     line_t, line_it, line_loss, line_n = t_start, start, torch.zeros((), device=device), 0  # plain progress lines
-    eval_loss, eval_n = torch.zeros((), device=device), 0  # mean training loss between validations (history)
+    # mean training loss between validations (history); a resumed run continues the checkpoint's sum
+    eval_loss, eval_n = torch.tensor(float(loss_since_eval[0]), device=device), int(loss_since_eval[1])
     net.train()
     try:
         for x, y, type_idx in loader:
