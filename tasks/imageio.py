@@ -219,6 +219,29 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
     return decode_rgb(data, max_pixels)
 
 
+def load_reduced(path: str | Path, side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode a file at reduced size where the format allows it (JPEG: the DCT-domain 1/2, 1/4 or 1/8
+    scale that still covers `side`; other formats whole), as 8-bit RGB with EXIF orientation applied.
+    Returns the image and the file's full size in the same orientation; ImageRejected as `load_rgb`."""
+    try:
+        data = read_file_bytes(path)
+    except ImageRejected as exc:
+        raise ImageRejected(exc.reason, f"{path}: {exc.detail}") from None
+    img = _open(data, max_pixels)
+    stored = img.size
+    try:
+        img.draft("RGB", (side, side))
+        img.load()
+    except Exception as exc:  # truncated or corrupt pixel data
+        raise ImageRejected("unreadable", f"{path}: cannot decode: {exc}") from None
+    ratio = stored[0] / img.size[0]
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a damaged EXIF block: keep the pixels as stored
+        pass
+    return to_rgb(img), (round(img.size[0] * ratio), round(img.size[1] * ratio))
+
+
 def mean_luminance(data: bytes, max_side: int = 64) -> float:
     """Mean BT.601 luma in [0, 1] of a small decoded thumbnail (JPEG decodes at reduced size)."""
     img = Image.open(io.BytesIO(data))

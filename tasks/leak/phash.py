@@ -17,15 +17,14 @@ transformed copies >= 0.93, unrelated photos <= 0.69 at their best box.
 """
 from __future__ import annotations
 
-import io
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from tasks.imageio import DEFAULT_MAX_PIXELS, ImageRejected, read_file_bytes
+from tasks.imageio import DEFAULT_MAX_PIXELS, load_reduced
 
 HASH_SIDE = 32          # the picture the DCT sees
 KEEP = 8                # 8x8 lowest frequencies -> 64 bits
@@ -92,21 +91,7 @@ def hash_variants(grey: Image.Image, boxes=((0.0, 0.0, 0.0, 0.0),)) -> Hashes:
 def load_grey(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """A small greyscale copy of an image file (JPEG decodes at reduced size), EXIF orientation applied;
     a file that cannot be decoded raises ImageRejected."""
-    data = read_file_bytes(path)
-    try:
-        img = Image.open(io.BytesIO(data))
-        if img.width * img.height > max_pixels:
-            raise ImageRejected("decompression_bomb", f"{img.width}x{img.height} is over {max_pixels} pixels")
-        img.draft("RGB", (WORK_SIDE * 2, WORK_SIDE * 2))
-        img.load()
-        img = ImageOps.exif_transpose(img)
-    except ImageRejected:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is this file's, named in the reject
-        raise ImageRejected("unreadable", f"{path}: cannot decode: {exc}") from None
-    from tasks.imageio import to_rgb
-
-    grey = to_rgb(img).convert("L")
+    grey = load_reduced(path, WORK_SIDE * 2, max_pixels)[0].convert("L")
     grey.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return grey
 

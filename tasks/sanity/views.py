@@ -10,14 +10,13 @@ scale that still covers `mid`) and shrunk by box filters to
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from tasks.imageio import DEFAULT_MAX_PIXELS, ImageRejected, read_file_bytes, to_rgb
+from tasks.imageio import DEFAULT_MAX_PIXELS, load_reduced, to_rgb
 
 MID_SIDE = 256
 SMALL_SIDE = 128
@@ -68,18 +67,5 @@ def view_of_array(arr: np.ndarray) -> View:
 
 def load_view(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> View:
     """Decode one image file into its views; a file that cannot be decoded raises ImageRejected."""
-    data = read_file_bytes(path)
-    try:
-        img = Image.open(io.BytesIO(data))
-        if img.width * img.height > max_pixels:
-            raise ImageRejected("decompression_bomb", f"{img.width}x{img.height} is over {max_pixels} pixels")
-        stored = img.size
-        img.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))  # JPEG only: a scale >= the requested size
-        img.load()
-        ratio = stored[0] / img.size[0]
-        img = ImageOps.exif_transpose(img)
-    except ImageRejected:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is this file's, named in the reject
-        raise ImageRejected("unreadable", f"{path}: cannot decode: {exc}") from None
-    return view_of(img, (round(img.size[0] * ratio), round(img.size[1] * ratio)))
+    img, size = load_reduced(path, DRAFT_SIDE, max_pixels)
+    return view_of(img, size)
