@@ -210,30 +210,37 @@ def read_file_bytes(path: str | Path) -> bytes:
             raise ImageRejected("unreadable", f"cannot read: {exc.strerror or exc}") from None
 
 
-def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode a file to an 8-bit RGB PIL image, or raise ImageRejected."""
+def read_image_bytes(path: str | Path) -> bytes:
+    """`read_file_bytes` with the path in a rejection's detail."""
     try:
-        data = read_file_bytes(path)
+        return read_file_bytes(path)
     except ImageRejected as exc:
         raise ImageRejected(exc.reason, f"{path}: {exc.detail}") from None
-    return decode_rgb(data, max_pixels)
+
+
+def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode a file to an 8-bit RGB PIL image, or raise ImageRejected."""
+    return decode_rgb(read_image_bytes(path), max_pixels)
 
 
 def load_reduced(path: str | Path, side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, tuple[int, int]]:
     """Decode a file at reduced size where the format allows it (JPEG: the DCT-domain 1/2, 1/4 or 1/8
     scale that still covers `side`; other formats whole), as 8-bit RGB with EXIF orientation applied.
     Returns the image and the file's full size in the same orientation; ImageRejected as `load_rgb`."""
-    try:
-        data = read_file_bytes(path)
-    except ImageRejected as exc:
-        raise ImageRejected(exc.reason, f"{path}: {exc.detail}") from None
+    return decode_reduced(read_image_bytes(path), side, max_pixels, str(path))
+
+
+def decode_reduced(data: bytes, side: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   name: str = "image") -> tuple[Image.Image, tuple[int, int]]:
+    """`load_reduced` on bytes already read (a caller that also hashes them reads the file once);
+    `name` prefixes a decoding failure's detail."""
     img = _open(data, max_pixels)
     stored = img.size
     try:
         img.draft("RGB", (side, side))
         img.load()
     except Exception as exc:  # truncated or corrupt pixel data
-        raise ImageRejected("unreadable", f"{path}: cannot decode: {exc}") from None
+        raise ImageRejected("unreadable", f"{name}: cannot decode: {exc}") from None
     ratio = stored[0] / img.size[0]
     try:
         img = ImageOps.exif_transpose(img)

@@ -29,6 +29,7 @@ from tasks.imageio import DEFAULT_MAX_PIXELS, load_reduced
 HASH_SIDE = 32          # the picture the DCT sees
 KEEP = 8                # 8x8 lowest frequencies -> 64 bits
 WORK_SIDE = 128         # decoded images are shrunk to this long side before cropping and hashing
+DECODE_SIDE = 2 * WORK_SIDE  # JPEGs decode at the DCT scale that covers this (the sanity views' too)
 CROP_MARGINS = (0.0, 0.05, 0.10)
 ZOOM_SCALES = (0.85, 0.75, 0.65)
 # (left, top, right, bottom) margins: every combination of CROP_MARGINS (small crops, any side: 81),
@@ -91,7 +92,12 @@ def hash_variants(grey: Image.Image, boxes=((0.0, 0.0, 0.0, 0.0),)) -> Hashes:
 def load_grey(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """A small greyscale copy of an image file (JPEG decodes at reduced size), EXIF orientation applied;
     a file that cannot be decoded raises ImageRejected."""
-    grey = load_reduced(path, WORK_SIDE * 2, max_pixels)[0].convert("L")
+    return grey_of(load_reduced(path, DECODE_SIDE, max_pixels)[0])
+
+
+def grey_of(img: Image.Image) -> Image.Image:
+    """The hashed greyscale copy of an image decoded by `load_reduced(..., DECODE_SIDE)`."""
+    grey = img.convert("L")
     grey.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return grey
 

@@ -5,7 +5,11 @@ stages), before any model runs:
   - its input is the test sets (`leak_check.test_sets`), not the sources: a change of test sets must
     redo this check and what follows it, never ingest's hashing and probing of millions of files;
   - it is per-pair and model-free (perceptual hashes), so it shards like the model stages and costs
-    two small decodes per pair; a pair it rejects is never captioned, embedded or judged;
+    two small decodes per pair (one per image: a clean image shared by several pairs of a shard is
+    decoded once); a pair it rejects is never captioned, embedded or judged;
+  - the sanity stage needs the same decode: while a sanity check is on, this stage also keeps each
+    image's sanity views in a per-shard hand-off file (`tasks.sanity.view_cache`), so the two
+    stages decode each image once between them;
   - its fingerprint hashes the test sets' listing (relative path, size, mtime of every test image),
     the thresholds and the code version, so changing a test set redoes it (and, through its new
     generation, every later stage).
@@ -20,13 +24,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from data_manifests import RunLayout
-from tasks.imageio import ImageRejected
+from data_manifests import RunLayout, bytes_digest
+from tasks.imageio import ImageRejected, decode_reduced, read_image_bytes
 from tasks.leak.check import is_near_duplicate, nearest
-from tasks.leak.phash import Hashes, hash_variants, load_grey
+from tasks.leak.phash import DECODE_SIDE, Hashes, grey_of, hash_variants
 from tasks.leak.test_sets import LeakIndex, cached_index, list_test_images, listing
 from tasks.pipeline import STAGE_ORDER, spec
 from tasks.screen import live_candidates
+from tasks.sanity.view_cache import ViewWriter, drop_other_versions, shard_path
+from tasks.sanity.views import DRAFT_SIDE, reduce_image
 from tasks.stage import Stage, digest, stage_reject
 
 STAGE = "leak_check"
@@ -77,6 +83,7 @@ class LeakCheckStage(Stage):
 
     def check(self, run: RunLayout) -> None:
         """Build (or read) the test hashes once before the shards, and say what could not be read."""
+        drop_other_versions(run)
         if self.section.test_sets:
             index = self.index(run)
             print(f"leak_check: {len(index)} test images hashed from {len(self.section.test_sets)} test set(s)"
@@ -91,13 +98,26 @@ class LeakCheckStage(Stage):
         return self._index[1]
 
     def items(self, run: RunLayout) -> pd.DataFrame:
-        cands = live_candidates(run, STAGE, ["pair_id", "source", "rainy_path", "clean_path"])
+        cands = live_candidates(run, STAGE, ["pair_id", "source", "rainy_path", "clean_path", "rainy_id", "clean_id"])
         return run.absolute_paths(cands, ("rainy_path", "clean_path"))
+
+    def keeps_views(self) -> bool:
+        """Whether decoding here also keeps the sanity views (`tasks.sanity.view_cache`): only for a
+        sanity stage with a check on, and only while both decode at the same reduced size. Not in the
+        fingerprint: it changes no row of this stage, only how the next one gets its pixels."""
+        from tasks.sanity.stage import enabled_checks
+
+        return DECODE_SIDE == DRAFT_SIDE and bool(enabled_checks(self.cfg.sanity))
 
     def process_shard(self, run: RunLayout, shard: int, rows: pd.DataFrame):
         if not self.section.test_sets or rows.empty:
             return pass_all(rows), [], {"test_leaks": 0}
-        out, rejects = check_pairs(rows, self.index(run), self.section.max_distance, self.section.min_correlation)
+        if self.keeps_views():
+            with ViewWriter(shard_path(run, shard)) as views:
+                out, rejects = check_pairs(rows, self.index(run), self.section.max_distance,
+                                           self.section.min_correlation, views)
+        else:
+            out, rejects = check_pairs(rows, self.index(run), self.section.max_distance, self.section.min_correlation)
         if self.uses_clip():
             confirm_with_clip(out, rows, self, rejects)
         out = out.assign(test_leak=out["test_leak"].astype(bool))
@@ -125,13 +145,16 @@ def pass_all(rows: pd.DataFrame) -> pd.DataFrame:
                          "test_correlation": np.nan, "clip_cos": np.nan, "test_leak": False}, columns=OUTPUT_COLUMNS)
 
 
-def hash_pair_images(rows: pd.DataFrame) -> tuple[Hashes, list[int], list[dict]]:
+def hash_pair_images(rows: pd.DataFrame, views: ViewWriter | None = None) -> tuple[Hashes, list[int], list[dict]]:
     """Hashes of every pair's clean and rainy image (2 per pair, in `IMAGES` order), the row of each
-    hashed pair, and `unreadable` rejects for pairs an image of which cannot be decoded."""
+    hashed pair, and `unreadable` rejects for pairs an image of which cannot be decoded. Each image
+    (by ingest's content id) is decoded once per shard; with `views`, its sanity views are kept too."""
     parts, kept, rejects = [], [], []
+    done: dict[str, Hashes] = {}
     for i, r in enumerate(rows.itertuples(index=False)):
         try:
-            parts.append(Hashes.concat([hash_variants(load_grey(getattr(r, f"{k}_path"))) for k in IMAGES]))
+            parts.append(Hashes.concat([image_hash(getattr(r, f"{k}_path"), getattr(r, f"{k}_id", None), done, views)
+                                        for k in IMAGES]))
         except ImageRejected as exc:
             rejects.append(stage_reject(r.pair_id, STAGE, exc.reason, exc.detail, r.source, r.rainy_path))
             continue
@@ -139,9 +162,25 @@ def hash_pair_images(rows: pd.DataFrame) -> tuple[Hashes, list[int], list[dict]]
     return Hashes.concat(parts), kept, rejects
 
 
-def check_pairs(rows: pd.DataFrame, index: LeakIndex, max_distance: int, min_correlation: float):
+def image_hash(path: str, image_id: str | None, done: dict[str, Hashes], views: ViewWriter | None) -> Hashes:
+    """One image's hash: decoded once (`done` by content id), its views handed to `views` when its bytes
+    are the ones ingest hashed (never a stale entry for a file changed since)."""
+    if image_id is not None and image_id in done:
+        return done[image_id]
+    data = read_image_bytes(path)
+    img, size = decode_reduced(data, DECODE_SIDE, name=str(path))
+    hashed = hash_variants(grey_of(img))
+    if image_id is not None:
+        done[image_id] = hashed
+        if views is not None and bytes_digest(data) == image_id:
+            views.add(image_id, reduce_image(img), size)
+    return hashed
+
+
+def check_pairs(rows: pd.DataFrame, index: LeakIndex, max_distance: int, min_correlation: float,
+                views: ViewWriter | None = None):
     """(`leak_check` rows with `test_leak` from the hashes alone, rejects of unreadable pairs)."""
-    hashes, kept, rejects = hash_pair_images(rows)
+    hashes, kept, rejects = hash_pair_images(rows, views)
     found = nearest(hashes, index, max_distance)
     dup = is_near_duplicate(found, min_correlation).reshape(-1, len(IMAGES))
     corr = np.nan_to_num(found.correlation, nan=-2.0).reshape(-1, len(IMAGES))

@@ -1,9 +1,10 @@
 """The `sanity` stage: model-free checks that each candidate pair is one scene, aligned, sharp, of the
 same colours, and rainy at all (`tasks.sanity.checks`).
 
-Where it lives and why: after ingest and the leak check, before any model. It is per-pair, cheap (two
-decodes and a few small-image operations per pair) and shards like the model stages; a pair it rejects
-is never captioned, embedded or judged (`tasks.screen.live_candidates`). Its fingerprint holds the
+Where it lives and why: after ingest and the leak check, before any model. It is per-pair, cheap (a
+few small-image operations per pair on views that leak_check made when it decoded the images,
+`tasks.sanity.view_cache`; two decodes per pair where it has none) and shards like the model stages;
+a pair it rejects is never captioned, embedded or judged (`tasks.screen.live_candidates`). Its fingerprint holds the
 `sanity:` section (every check's on/off and threshold) and the code version.
 
 Per pair it writes a `sanity` row with every score (whether or not its check is on, so thresholds can
@@ -24,7 +25,8 @@ from tasks.screen import live_candidates
 from tasks.stage import Stage, read_state, stage_reject
 
 from .checks import CHECKS, ORDER
-from .views import load_view
+from .view_cache import ViewReader, shard_path
+from .views import View, load_view
 
 STAGE = "sanity"
 SCORE_COLUMNS = [CHECKS.get(n).column for n in ORDER]
@@ -48,13 +50,16 @@ def decide(scores: dict[str, float], thresholds: dict[str, float], rain_type: st
     return failed
 
 
-def check_rows(rows: pd.DataFrame, thresholds: dict[str, float], min_side: int = 1) -> tuple[pd.DataFrame, list[dict]]:
+def check_rows(rows: pd.DataFrame, thresholds: dict[str, float], min_side: int = 1,
+               cached: ViewReader | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """(`sanity` rows, rejects) for candidate rows with absolute `rainy_path`/`clean_path`; pairs under
-    `min_side` pixels on a side are scored, never rejected."""
+    `min_side` pixels on a side are scored, never rejected. `cached`: views an earlier stage made,
+    looked up by the rows' `rainy_id`/`clean_id` (an image not there is decoded)."""
     out, rejects = [], []
     for r in rows.itertuples(index=False):
         try:
-            rainy, target = load_view(r.rainy_path), load_view(r.clean_path)
+            rainy = pair_view(r.rainy_path, getattr(r, "rainy_id", None), cached)
+            target = pair_view(r.clean_path, getattr(r, "clean_id", None), cached)
         except ImageRejected as exc:
             rejects.append(stage_reject(r.pair_id, STAGE, exc.reason, exc.detail, r.source, r.rainy_path))
             continue
@@ -73,6 +78,11 @@ def check_rows(rows: pd.DataFrame, thresholds: dict[str, float], min_side: int =
     frame = pd.DataFrame(out, columns=OUTPUT_COLUMNS)
     frame[SCORE_COLUMNS] = frame[SCORE_COLUMNS].astype(np.float32)
     return frame.assign(passed=frame["passed"].astype(bool)), rejects
+
+
+def pair_view(path: str, image_id: str | None, cached: ViewReader | None) -> View:
+    view = cached.get(image_id) if cached is not None and image_id is not None else None
+    return view if view is not None else load_view(path)
 
 
 def pass_all(rows: pd.DataFrame) -> pd.DataFrame:
@@ -97,15 +107,23 @@ class SanityStage(Stage):
         return {"sanity.min_side": section.min_side, **checks}
 
     def items(self, run: RunLayout) -> pd.DataFrame:
-        cands = live_candidates(run, STAGE, ["pair_id", "source", "rain_type", "rainy_path", "clean_path"])
+        cands = live_candidates(run, STAGE, ["pair_id", "source", "rain_type", "rainy_path", "clean_path",
+                                             "rainy_id", "clean_id"])
         return run.absolute_paths(cands, ("rainy_path", "clean_path"))
 
     def process_shard(self, run: RunLayout, shard: int, rows: pd.DataFrame):
+        """Views from leak_check's hand-off file where it has them (then the file goes: it is read once,
+        `tasks.sanity.view_cache`), decoded otherwise."""
         thresholds = self.thresholds()
+        handoff = shard_path(run, shard)
         if not thresholds or rows.empty:
-            return pass_all(rows), [], {"sanity_rejects": 0}
-        out, rejects = check_rows(rows, thresholds, self.cfg.sanity.min_side)
-        return out, rejects, {"sanity_rejects": int((~out["passed"]).sum())}
+            handoff.unlink(missing_ok=True)
+            return pass_all(rows), [], {"sanity_rejects": 0, "views_cached": 0, "views_decoded": 0}
+        with ViewReader(handoff) as cached:
+            out, rejects = check_rows(rows, thresholds, self.cfg.sanity.min_side, cached)
+        handoff.unlink(missing_ok=True)
+        return out, rejects, {"sanity_rejects": int((~out["passed"]).sum()), "views_cached": cached.hits,
+                              "views_decoded": cached.misses}
 
     def finish(self, run: RunLayout, redone: list[int], totals: dict) -> dict:
         """Redraw the reject grid after any redo, or when it is gone while the run has rejects; an

@@ -7,6 +7,8 @@ scale that still covers `mid`) and shrunk by box filters to
   - `small`: RGB, long side <= SMALL_SIDE (128): phase correlation;
   - `tiny`:  `small` box-averaged 4x4 (32 px): the low-passed picture of the structure and colour checks.
 `scale` converts a shift measured on `small` back to pixels of the original image.
+All three come from one uint8 array (`reduce_image`: RGB, long side <= MID_SIDE), which is what an
+earlier stage that decoded the image hands over (`tasks.sanity.view_cache`).
 """
 from __future__ import annotations
 
@@ -45,17 +47,25 @@ def _shrink(img: Image.Image, side: int) -> Image.Image:
     return img.resize((max(1, round(w / factor)), max(1, round(h / factor))), Image.Resampling.BOX)
 
 
-def view_of(img: Image.Image, size: tuple[int, int] | None = None) -> View:
-    """The views of a decoded PIL image; `size`: the original size when `img` was decoded smaller."""
-    rgb = to_rgb(img)
-    size = size or rgb.size
-    mid_rgb = _shrink(rgb, MID_SIDE)
-    small = _shrink(mid_rgb, SMALL_SIDE)
+def reduce_image(img: Image.Image) -> np.ndarray:
+    """The (h, w, 3) uint8 RGB image at long side <= MID_SIDE that every view is made from: what
+    `tasks.sanity.view_cache` stores, since `view_from_reduced` remakes the exact views from it."""
+    return np.asarray(_shrink(to_rgb(img), MID_SIDE))
+
+
+def view_from_reduced(mid_rgb: np.ndarray, size: tuple[int, int]) -> View:
+    """The views of a `reduce_image` array; `size`: the original (width, height)."""
+    small = _shrink(Image.fromarray(mid_rgb), SMALL_SIDE)
     tiny = small.reduce(TINY_FACTOR) if min(small.size) >= 4 * TINY_FACTOR else small
-    return View(mid=np.asarray(mid_rgb, dtype=np.float32) @ LUMA,  # float: no rounding to grey levels
+    return View(mid=mid_rgb.astype(np.float32) @ LUMA,  # float: no rounding to grey levels
                 small=np.asarray(small, dtype=np.float32) / 255.0,
                 tiny=np.asarray(tiny, dtype=np.float32) / 255.0,
-                scale=size[0] / small.size[0], size=size)
+                scale=size[0] / small.size[0], size=tuple(size))
+
+
+def view_of(img: Image.Image, size: tuple[int, int] | None = None) -> View:
+    """The views of a decoded PIL image; `size`: the original size when `img` was decoded smaller."""
+    return view_from_reduced(reduce_image(img), size or img.size)
 
 
 def view_of_array(arr: np.ndarray) -> View:
