@@ -122,6 +122,14 @@ def structure(a: np.ndarray, b: np.ndarray, window: int = 7, c: float = 1e-4) ->
     return float(s.mean())
 
 
+def box3(img: np.ndarray) -> np.ndarray:
+    """3x3 mean with mirrored edges: `ndimage.uniform_filter(img, 3)` up to float rounding, ~4x faster
+    on the 256-px views (six array additions instead of scipy's generic 1-D filter loops)."""
+    p = np.pad(img, 1, mode="symmetric")  # scipy's "reflect"
+    rows = p[:-2] + p[1:-1] + p[2:]
+    return (rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]) * np.float32(1 / 9)
+
+
 def laplacian(img: np.ndarray) -> np.ndarray:
     """4-neighbour Laplacian over the interior (one pixel smaller on each side)."""
     return (img[1:-1, :-2] + img[1:-1, 2:] + img[:-2, 1:-1] + img[2:, 1:-1]) - 4.0 * img[1:-1, 1:-1]
@@ -163,7 +171,7 @@ def no_rain_score(rainy: View, target: View) -> float:
     """99.9th percentile of |input - target| (3x3 box-averaged) on the grey `mid` views, in grey levels
     (0-255): rain changes some pixels a lot (a few drops are enough), a copy, a re-encoded copy or added
     noise changes none by more than a few levels once averaged over 3x3 pixels."""
-    return _top(np.abs(ndimage.uniform_filter(rainy.mid - target.mid, 3)), 0.999)
+    return _top(np.abs(box3(rainy.mid - target.mid)), 0.999)
 
 
 def _structure_view(v: View) -> np.ndarray:
@@ -186,7 +194,7 @@ def sharpness_score(rainy: View, target: View) -> float:
     """Target sharpness over input sharpness: mean |Laplacian| on `mid` at the scene's strongest edges,
     found on the smoothed target (a blurred target still marks where its edges are; the input would
     mark lit streaks instead). Elsewhere rain streaks would make every input look sharper than its target."""
-    smooth = ndimage.uniform_filter(target.mid, 3)
+    smooth = box3(target.mid)
     gy = smooth[2:, 1:-1] - smooth[:-2, 1:-1]
     gx = smooth[1:-1, 2:] - smooth[1:-1, :-2]
     edges = gx * gx + gy * gy
