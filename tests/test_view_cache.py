@@ -13,7 +13,7 @@ from PIL import Image
 from data_manifests import read_manifest
 from tasks.imageio import load_reduced
 from tasks.sanity.checks import CHECKS, ORDER
-from tasks.sanity.view_cache import VIEWS_KEY, ViewReader, ViewWriter, drop_other_versions, shard_path
+from tasks.sanity.view_cache import VIEWS_KEY, ViewReader, ViewWriter, clean_views, shard_path
 from tasks.sanity.views import DRAFT_SIDE, View, load_view, reduce_image
 
 SIZE = (128, 128)
@@ -189,12 +189,17 @@ def test_views_are_not_kept_for_a_file_changed_since_ingest(source, tmp_path):
         assert set(r.index) == (set(cands["rainy_id"]) | set(cands["clean_id"])) - set(stale)
 
 
-def test_no_views_are_kept_when_no_sanity_check_is_on_and_old_versions_are_dropped(source, tmp_path):
+def test_no_views_are_kept_when_no_sanity_check_is_on_and_old_or_partial_files_are_dropped(source, tmp_path):
     off = {n: {"enabled": False} for n in ORDER}
-    run, _, report = run_screening(tmp_path / "run", source, **off)
-    assert not list((run.cache / "views").rglob("shard-*"))
+    kept = []
+    run, _, _ = run_screening(tmp_path / "run", source, before_sanity=lambda r: kept.extend(r.cache.rglob("shard-*")),
+                              **off)
+    assert kept == []
     old = run.cache / "views" / "v0-old"
     old.mkdir(parents=True)
     (old / "shard-00000.views").write_bytes(b"x")
-    drop_other_versions(run)
-    assert not old.exists()
+    crashed = shard_path(run, 0).with_name("shard-00000.views.tmp-1234abcd")
+    crashed.parent.mkdir(parents=True, exist_ok=True)
+    crashed.write_bytes(b"half")
+    clean_views(run)
+    assert not old.exists() and not crashed.exists() and crashed.parent.exists()

@@ -31,7 +31,7 @@ from tasks.leak.phash import DECODE_SIDE, Hashes, grey_of, hash_variants
 from tasks.leak.test_sets import LeakIndex, cached_index, list_test_images, listing
 from tasks.pipeline import STAGE_ORDER, spec
 from tasks.screen import live_candidates
-from tasks.sanity.view_cache import ViewWriter, drop_other_versions, shard_path
+from tasks.sanity.view_cache import ViewWriter, clean_views, shard_path
 from tasks.sanity.views import DRAFT_SIDE, reduce_image
 from tasks.stage import Stage, digest, stage_reject
 
@@ -83,7 +83,7 @@ class LeakCheckStage(Stage):
 
     def check(self, run: RunLayout) -> None:
         """Build (or read) the test hashes once before the shards, and say what could not be read."""
-        drop_other_versions(run)
+        clean_views(run)
         if self.section.test_sets:
             index = self.index(run)
             print(f"leak_check: {len(index)} test images hashed from {len(self.section.test_sets)} test set(s)"

@@ -158,13 +158,17 @@ class ViewReader:
         self.close()
 
 
-def drop_other_versions(run) -> None:
-    """Remove view folders of other `VIEWS_KEY`s (written by another code version: never read)."""
+def clean_views(run) -> None:
+    """Before leak_check writes: remove view folders of other `VIEWS_KEY`s (another code version's,
+    never read) and temporary files a crashed writer left (the stage runs alone at that point)."""
     root = cache_root(run)
     if not root.is_dir():
         return
     for folder in root.iterdir():
-        if folder.name != VIEWS_KEY and folder.is_dir():
-            for f in folder.iterdir():
+        if not folder.is_dir():
+            continue
+        for f in folder.iterdir():
+            if folder.name != VIEWS_KEY or ".tmp-" in f.name:
                 f.unlink(missing_ok=True)
+        if folder.name != VIEWS_KEY:
             folder.rmdir()
