@@ -10,9 +10,13 @@ check (`tasks.sanity.checks`); with the config's thresholds (or --threshold NAME
   - per type and size: the false-reject rate on good pairs (any check fires).
 Pairs are scored from 8-bit arrays as a PNG would store them (no files: decoding is measured below).
 
-Speed. 512x512 PNG pairs on disk (and the same pairs as JPEG q95), one process (`--workers`, default 2, adds a process pool: the
-stage's shards run in parallel the same way): (a) the stage's own function (`check_rows`) on the
-files, (b) a bare loop of the same computations on the same files, (c) decode only. Pairs/s each.
+Speed. 512x512 PNG pairs on disk (and the same pairs as JPEG q95), in one process and in `--workers`
+processes (default 2; the stage's shards run in parallel the same way), each cell run for at least
+`--seconds`, side by side in one run: the sanity stage's function (`check_rows`) on the views that
+leak_check hands over (`tasks.sanity.view_cache`), a bare loop of the same checks on the same views,
+decode + views alone (the cost that moved to leak_check), the sanity function decoding itself, and
+leak_check's hashing plus sanity before (two decodes per image) and after (one decode and the
+hand-off file). Pairs/s each, with the load average.
 
     .venv/bin/python benchmarks/bench_sanity.py --per-type 12 --out /tmp/bench_sanity
 """
@@ -132,17 +136,21 @@ def quality_tables(v: pd.DataFrame, thresholds: dict[str, float]) -> str:
 # --- speed -----------------------------------------------------------------------------------------
 
 def write_speed_pairs(pairs, folder: Path) -> pd.DataFrame:
+    from data_manifests import file_digest
     from tasks.offline.synth.writer import write_png
 
     rows = []
     for i, p in enumerate(x for x in pairs if x["size"] == 512):
         rp = write_png(folder / "input" / f"{i:05d}.png", p["rainy"])
         tp = write_png(folder / "target" / f"{i:05d}.png", p["target"])
-        rows.append({"pair_id": f"p{i:05d}", "source": "bench", "rainy_path": str(rp), "clean_path": str(tp)})
+        rows.append({"pair_id": f"p{i:05d}", "source": "bench", "rainy_path": str(rp), "clean_path": str(tp),
+                     "rainy_id": file_digest(rp), "clean_id": file_digest(tp)})  # as ingest records them
     return pd.DataFrame(rows)
 
 
 def as_jpeg(rows: pd.DataFrame, folder: Path, quality: int = 95) -> pd.DataFrame:
+    from data_manifests import file_digest
+
     out = rows.copy()
     for col, part in (("rainy_path", "input"), ("clean_path", "target")):
         paths = []
@@ -152,50 +160,131 @@ def as_jpeg(rows: pd.DataFrame, folder: Path, quality: int = 95) -> pd.DataFrame
             Image.open(p).save(dest, quality=quality)
             paths.append(str(dest))
         out[col] = paths
+        out[col.replace("_path", "_id")] = [file_digest(p) for p in paths]
     return out
 
 
-def bare_loop(rows: pd.DataFrame) -> int:
-    n = 0
-    for r in rows.itertuples(index=False):
-        a, b = load_view(r.rainy_path), load_view(r.clean_path)
-        for name in ORDER:
-            CHECKS.get(name).score(a, b)
-        n += 1
-    return n
+# Each measured function takes (rows, hand-off file) and returns the pairs it did. The hand-off file
+# is one per worker, written beforehand by `write_handoff` (what leak_check leaves for sanity).
+
+def write_handoff(rows: pd.DataFrame, path: Path) -> None:
+    from tasks.leak.stage import hash_pair_images
+    from tasks.sanity.view_cache import ViewWriter
+
+    with ViewWriter(path) as views:
+        hash_pair_images(rows, views)
 
 
-def decode_only(rows: pd.DataFrame) -> int:
+def sanity_from_handoff(rows: pd.DataFrame, path: Path) -> int:
+    """The sanity stage's own function on views read from the hand-off file (rows, decide, rejects)."""
+    from tasks.sanity.view_cache import ViewReader
+
+    with ViewReader(path) as cached:
+        out, _ = check_rows(rows, enabled_checks(SanityConfig()), cached=cached)
+    assert cached.misses == 0, "the hand-off file lacks views"
+    return len(out)
+
+
+def bare_from_handoff(rows: pd.DataFrame, path: Path) -> int:
+    """The same computations without the stage's bookkeeping: read the views, score every check."""
+    from tasks.sanity.view_cache import ViewReader
+
+    with ViewReader(path) as cached:
+        for r in rows.itertuples(index=False):
+            a, b = cached.get(r.rainy_id), cached.get(r.clean_id)
+            for name in ORDER:
+                CHECKS.get(name).score(a, b)
+    return len(rows)
+
+
+def sanity_decoding(rows: pd.DataFrame, path: Path) -> int:
+    """The sanity stage's function with no hand-off: it decodes both images (as before)."""
+    out, _ = check_rows(rows, enabled_checks(SanityConfig()))
+    return len(out)
+
+
+def decode_only(rows: pd.DataFrame, path: Path) -> int:
     for r in rows.itertuples(index=False):
         load_view(r.rainy_path), load_view(r.clean_path)
     return len(rows)
 
 
-def stage_fn(rows: pd.DataFrame) -> int:
-    out, _ = check_rows(rows, enabled_checks(SanityConfig()))
-    return len(out)
+def leak_then_sanity_two_decodes(rows: pd.DataFrame, path: Path) -> int:
+    """leak_check's per-pair work (decode + hash both images) then sanity decoding them again."""
+    from tasks.leak.stage import hash_pair_images
+
+    hash_pair_images(rows)
+    return sanity_decoding(rows, path)
 
 
-def timed(fn, rows: pd.DataFrame, workers: int) -> float:
-    started = time.perf_counter()
-    if workers <= 1:
-        fn(rows)
-    else:
-        parts = np.array_split(np.arange(len(rows)), workers)
-        with ProcessPoolExecutor(workers) as pool:
-            list(pool.map(fn, [rows.iloc[p] for p in parts]))
-    return len(rows) / (time.perf_counter() - started)
+def leak_then_sanity_one_decode(rows: pd.DataFrame, path: Path) -> int:
+    """leak_check decoding once and keeping the views, sanity reading them (the file written, read, deleted)."""
+    handoff = path.with_name(path.name + ".pair")
+    write_handoff(rows, handoff)
+    n = sanity_from_handoff(rows, handoff)
+    handoff.unlink()
+    return n
 
 
-def checks_only_rate(rows: pd.DataFrame) -> float:
+def _repeat(fn, rows: pd.DataFrame, path: Path, seconds: float) -> tuple[int, float]:
+    """Run `fn` over `rows` again and again for at least `seconds` (short runs are all noise)."""
+    started, n = time.perf_counter(), 0
+    while True:
+        n += fn(rows, path)
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds:
+            return n, elapsed
+
+
+def timed(fn, parts: list[tuple[pd.DataFrame, Path]], seconds: float) -> float:
+    """Pairs/s of `fn` over `len(parts)` processes (one part each; one part: in this process)."""
+    if len(parts) == 1:
+        n, elapsed = _repeat(fn, *parts[0], seconds)
+        return n / elapsed
+    with ProcessPoolExecutor(len(parts)) as pool:
+        done = list(pool.map(_repeat, [fn] * len(parts), *zip(*parts), [seconds] * len(parts)))
+    return sum(n / elapsed for n, elapsed in done)  # they run side by side: the rates add up
+
+
+def checks_only_ms(rows: pd.DataFrame) -> dict[str, float]:
     views = [(load_view(r.rainy_path), load_view(r.clean_path)) for r in rows.itertuples(index=False)]
     per = {}
     for name in ORDER:
         started = time.perf_counter()
-        for a, b in views:
-            CHECKS.get(name).score(a, b)
-        per[name] = (time.perf_counter() - started) / len(views) * 1000
+        for _ in range(3):
+            for a, b in views:
+                CHECKS.get(name).score(a, b)
+        per[name] = (time.perf_counter() - started) / (3 * len(views)) * 1000
     return per
+
+
+SPEED_ROWS = (
+    ("sanity stage function (check_rows), views from the hand-off", sanity_from_handoff),
+    ("bare loop of the same checks, views from the hand-off", bare_from_handoff),
+    ("decode + views only (what moved to leak_check)", decode_only),
+    ("sanity stage function decoding itself (no hand-off)", sanity_decoding),
+    ("leak_check hashing + sanity, before: two decodes", leak_then_sanity_two_decodes),
+    ("leak_check hashing + sanity, after: one decode, hand-off", leak_then_sanity_one_decode),
+)
+
+
+def speed(rows: pd.DataFrame, jpegs: pd.DataFrame, folder: Path, workers: int, seconds: float) -> None:
+    print(f"\n## Speed: {len(rows)} pairs of 512x512 images, {os.cpu_count()} CPUs visible, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, each cell >= {seconds:g} s, "
+          f"load average at start {os.getloadavg()[0]:.1f}\n")
+    print(f"| what | 1 process pairs/s | {workers} processes pairs/s |\n|---|---|---|")
+    for fmt, frame in (("PNG", rows), ("JPEG q95", jpegs)):
+        one = [(frame, folder / f"{fmt[:3]}-all.views")]
+        split = [(frame.iloc[p], folder / f"{fmt[:3]}-{i}.views")
+                 for i, p in enumerate(np.array_split(np.arange(len(frame)), workers))]
+        for part in one + split:
+            write_handoff(*part)
+        for label, fn in SPEED_ROWS:
+            print(f"| {fmt}: {label} | {timed(fn, one, seconds):.0f} | {timed(fn, split, seconds):.0f} |", flush=True)
+    print(f"\nload average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    per = checks_only_ms(rows)
+    print("per check, ms per pair (views in memory, one process): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in per.items()) + f"; all {sum(per.values()):.2f}")
 
 
 def main(argv=None) -> None:
@@ -205,6 +294,7 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threshold", action="append", default=[], help="NAME=VALUE overrides a default")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--seconds", type=float, default=3.0, help="speed: run each cell at least this long")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     thresholds = enabled_checks(SanityConfig())
@@ -236,17 +326,8 @@ def main(argv=None) -> None:
         return
     pairs = pairs or good_pairs(args.out, args.per_type, sizes=((512, 512),))
     rows = write_speed_pairs(pairs, args.out / "speed")
-    timed(decode_only, rows.head(4), 1)  # warm caches
-    print(f"\n## Speed: {len(rows)} pairs of 512x512 PNGs, {os.cpu_count()} CPUs visible, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}\n")
-    print("| what | 1 process pairs/s | " + f"{args.workers} processes pairs/s |\n|---|---|---|")
     jpegs = as_jpeg(rows, args.out / "speed_jpeg")
-    for fmt, frame in (("PNG", rows), ("JPEG q95", jpegs)):
-        for label, fn in (("stage function (check_rows)", stage_fn), ("bare loop, same computations", bare_loop),
-                          ("decode + views only", decode_only)):
-            print(f"| {fmt}: {label} | {timed(fn, frame, 1):.0f} | {timed(fn, frame, args.workers):.0f} |")
-    per = checks_only_rate(rows)
-    print("\nper check, ms per pair (views made): " + ", ".join(f"{k} {v:.2f}" for k, v in per.items()))
+    speed(rows, jpegs, args.out, args.workers, args.seconds)
 
 
 if __name__ == "__main__":
