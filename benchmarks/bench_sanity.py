@@ -226,24 +226,27 @@ def leak_then_sanity_one_decode(rows: pd.DataFrame, path: Path) -> int:
     return n
 
 
-def _repeat(fn, rows: pd.DataFrame, path: Path, seconds: float) -> tuple[int, float]:
-    """Run `fn` over `rows` again and again for at least `seconds` (short runs are all noise)."""
-    started, n = time.perf_counter(), 0
+def _repeat(fn, rows: pd.DataFrame, path: Path, seconds: float) -> tuple[int, float, float]:
+    """Run `fn` over `rows` again and again for at least `seconds` (short runs are all noise):
+    (pairs, wall seconds, CPU seconds of this process)."""
+    started, cpu, n = time.perf_counter(), time.process_time(), 0
     while True:
         n += fn(rows, path)
         elapsed = time.perf_counter() - started
         if elapsed >= seconds:
-            return n, elapsed
+            return n, elapsed, time.process_time() - cpu
 
 
-def timed(fn, parts: list[tuple[pd.DataFrame, Path]], seconds: float) -> float:
-    """Pairs/s of `fn` over `len(parts)` processes (one part each; one part: in this process)."""
+def timed(fn, parts: list[tuple[pd.DataFrame, Path]], seconds: float) -> tuple[float, float]:
+    """(pairs/s, CPU ms per pair) of `fn` over `len(parts)` processes (one part each; one part: in this
+    process). CPU time per pair hardly depends on what else the machine runs; the rate does."""
     if len(parts) == 1:
-        n, elapsed = _repeat(fn, *parts[0], seconds)
-        return n / elapsed
-    with ProcessPoolExecutor(len(parts)) as pool:
-        done = list(pool.map(_repeat, [fn] * len(parts), *zip(*parts), [seconds] * len(parts)))
-    return sum(n / elapsed for n, elapsed in done)  # they run side by side: the rates add up
+        done = [_repeat(fn, *parts[0], seconds)]
+    else:
+        with ProcessPoolExecutor(len(parts)) as pool:
+            done = list(pool.map(_repeat, [fn] * len(parts), *zip(*parts), [seconds] * len(parts)))
+    rate = sum(n / elapsed for n, elapsed, _ in done)  # side by side: the rates add up
+    return rate, 1000 * sum(c for _, _, c in done) / sum(n for n, _, _ in done)
 
 
 def checks_only_ms(rows: pd.DataFrame) -> dict[str, float]:
@@ -272,7 +275,8 @@ def speed(rows: pd.DataFrame, jpegs: pd.DataFrame, folder: Path, workers: int, s
     print(f"\n## Speed: {len(rows)} pairs of 512x512 images, {os.cpu_count()} CPUs visible, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, each cell >= {seconds:g} s, "
           f"load average at start {os.getloadavg()[0]:.1f}\n")
-    print(f"| what | 1 process pairs/s | {workers} processes pairs/s |\n|---|---|---|")
+    print(f"| what | CPU ms per pair | 1 process pairs/s | {workers} processes pairs/s | {workers} idle cores, "
+          f"from CPU time: pairs/s |\n|---|---|---|---|---|")
     for fmt, frame in (("PNG", rows), ("JPEG q95", jpegs)):
         one = [(frame, folder / f"{fmt[:3]}-all.views")]
         split = [(frame.iloc[p], folder / f"{fmt[:3]}-{i}.views")
@@ -280,7 +284,9 @@ def speed(rows: pd.DataFrame, jpegs: pd.DataFrame, folder: Path, workers: int, s
         for part in one + split:
             write_handoff(*part)
         for label, fn in SPEED_ROWS:
-            print(f"| {fmt}: {label} | {timed(fn, one, seconds):.0f} | {timed(fn, split, seconds):.0f} |", flush=True)
+            rate1, cpu1 = timed(fn, one, seconds)
+            rate2, _ = timed(fn, split, seconds)
+            print(f"| {fmt}: {label} | {cpu1:.1f} | {rate1:.0f} | {rate2:.0f} | {workers * 1000 / cpu1:.0f} |", flush=True)
     print(f"\nload average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     per = checks_only_ms(rows)
     print("per check, ms per pair (views in memory, one process): "
