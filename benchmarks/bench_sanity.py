@@ -23,6 +23,7 @@ hand-off file). Pairs/s each, with the load average.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import time
@@ -39,7 +40,8 @@ from data_manifests.degradations import all_types  # noqa: E402
 from data_manifests.schemas import TYPE_FOLDERS  # noqa: E402
 from tasks.config import SanityConfig  # noqa: E402
 from tasks.sanity.checks import CHECKS, ORDER, score_pair  # noqa: E402
-from tasks.sanity.planted import DAMAGES  # noqa: E402
+from tasks.sanity.planted import CONTROLS, DAMAGES  # noqa: E402
+from tasks.sanity import checks as checks_module, planted  # noqa: E402
 from tasks.sanity.stage import check_rows, enabled_checks  # noqa: E402
 from tasks.sanity.views import load_view, view_of_array  # noqa: E402
 
@@ -80,6 +82,11 @@ def planted_scores(pairs) -> pd.DataFrame:
                     rainy, target = damage(p["rainy"], p["target"], other)
                     rows.append({**base, "kind": kind, "label": label,
                                  **score_pair(view_of_array(rainy), view_of_array(target))})
+            for j, (label, change) in enumerate(CONTROLS):  # not damage: both images JPEG-encoded alike
+                if (i + j) % 3 == 0:
+                    rainy, target = change(p["rainy"], p["target"], other)
+                    rows.append({**base, "kind": "control", "label": label,
+                                 **score_pair(view_of_array(rainy), view_of_array(target))})
     return pd.DataFrame(rows)
 
 
@@ -94,6 +101,7 @@ def verdicts(scores: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame
 
 
 def quality_tables(v: pd.DataFrame, thresholds: dict[str, float]) -> str:
+    controls, v = v[v["kind"] == "control"], v[v["kind"] != "control"]  # controls: their own table
     lines = ["| check | threshold | flagged | precision | recall | recall on the types it judges |", "|---|---|---|---|---|---|"]
     for name, threshold in thresholds.items():
         check = CHECKS.get(name)
@@ -130,6 +138,14 @@ def quality_tables(v: pd.DataFrame, thresholds: dict[str, float]) -> str:
         lines.append(f"| false rejects, {t} | " + " | ".join(cells) + " |")
     fired = {n: int(good[f"flag_{n}"].sum()) for n in thresholds}
     lines += ["", "good pairs flagged per check: " + ", ".join(f"{n} {k}" for n, k in fired.items())]
+    if len(controls):
+        lines += ["", "| good pair, stored as | pairs | rejected by jpeg_target | rejected by any check (checks) |",
+                  "|---|---|---|---|"]
+        for label, g in controls.groupby("label", sort=False):
+            own = g["flag_jpeg_target"].mean() if "flag_jpeg_target" in g else float("nan")
+            which = {n: int(g[f"flag_{n}"].sum()) for n in thresholds if g[f"flag_{n}"].any()}
+            lines.append(f"| {label} | {len(g)} | {own:.0%} | {g['rejected'].mean():.0%} "
+                         f"({', '.join(f'{n} {k}' for n, k in which.items()) or 'none'}) |")
     return "\n".join(lines)
 
 
@@ -308,7 +324,9 @@ def main(argv=None) -> None:
         name, _, value = item.partition("=")
         CHECKS.get(name)
         thresholds[name] = float(value)
-    cache = args.out / f"scores_{args.per_type}.parquet"
+    # scores cached per version of the checks and the planted damage (a changed check is rescored)
+    code = hashlib.sha1(b"".join(Path(m.__file__).read_bytes() for m in (checks_module, planted))).hexdigest()[:10]
+    cache = args.out / f"scores_{args.per_type}_{code}.parquet"
     pairs = None
     if cache.exists():
         scores = pd.read_parquet(cache)
@@ -321,7 +339,8 @@ def main(argv=None) -> None:
     v = verdicts(scores, thresholds)
     n_good = int((v["kind"] == "good").sum())
     print(f"\n## Planted set: {n_good} good pairs ({', '.join(all_types())}; sizes "
-          f"{', '.join(f'{s}²' for s in sorted(v['size'].unique()))}), {len(v) - n_good} damaged\n")
+          f"{', '.join(f'{s}²' for s in sorted(v['size'].unique()))}), "
+          f"{int((~v['kind'].isin(['good', 'control'])).sum())} damaged, {int((v['kind'] == 'control').sum())} controls\n")
     print(quality_tables(v, thresholds))
     print("\ngood-pair score quantiles (for choosing thresholds):")
     good = v[v["kind"] == "good"]

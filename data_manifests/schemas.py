@@ -40,7 +40,8 @@ REJECT_REASONS = frozenset({
     "no_rain",             # sanity: input and target (nearly) identical
     "unrelated_target",    # sanity: the target shows another scene
     "misaligned",          # sanity: the target is shifted from its input
-    "blurry_target",       # sanity: the target is much softer than its input (blur, heavy JPEG)
+    "blurry_target",       # sanity: the target is much softer than its input (blur)
+    "jpeg_target",         # sanity: the target shows JPEG blocking its input does not (re-encoded at a low quality)
     "color_shift",         # sanity: colours or exposure disagree beyond what a rain veil explains
 })
 
@@ -155,12 +156,13 @@ LEAK_CHECK = register("leak_check", 1, "pair_id", [
 # is `judge_model`. `ref_id` is "" when the judges saw no reference (vote.reference: false).
 # One row per candidate the sanity stage scored (tasks/sanity): one score per check, whether or not the
 # check is on (null where a score is undefined, e.g. a flat image), the first failed check's reason and `passed`.
-SANITY = register("sanity", 1, "pair_id", [
+SANITY = register("sanity", 2, "pair_id", [  # version 2: jpeg_blocking
     f("pair_id", pa.string()),
     f("diff_p999", pa.float32(), nullable=True),            # no_rain
     f("lowpass_structure", pa.float32(), nullable=True),   # unrelated_target
     f("shift_px", pa.float32(), nullable=True),            # misaligned
     f("sharpness_ratio", pa.float32(), nullable=True),     # blurry_target
+    f("jpeg_blocking", pa.float32(), nullable=True),       # jpeg_target
     f("color_shift", pa.float32(), nullable=True),         # color_shift
     f("reason", pa.string(), nullable=True),
     f("passed", pa.bool_()),

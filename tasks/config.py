@@ -75,7 +75,10 @@ class SanityConfig(Section):
         "reject when the phase-correlation shift (pixels of the original image) is above threshold"))
     blurry_target: SanityCheckConfig = Field(SanityCheckConfig(threshold=0.3), description=(
         "reject when target / input |Laplacian| at the scene's edges is below threshold"))
-    color_shift: SanityCheckConfig = Field(SanityCheckConfig(threshold=0.2), description=(
+    jpeg_target: SanityCheckConfig = Field(SanityCheckConfig(threshold=0.35), description=(
+        "reject when the target's JPEG block-grid edges exceed the input's by more than threshold (relative to the "
+        "content's; not judged when blocks are under 4 px of the 256-px view, i.e. images over ~512 px)"))
+    color_shift: SanityCheckConfig = Field(SanityCheckConfig(threshold=0.07), description=(
         "reject when the colour disagreement beyond a grey veil is above threshold (not judged on fog and night pairs)"))
 
     @model_validator(mode="before")

@@ -19,7 +19,7 @@ from tasks.sanity.views import load_view, view_of_array
 SIZE = (128, 128)
 # the strongest planted damage of each kind, applied to one pair of each rain type
 STRONG = {"misaligned": "shift 5 px", "unrelated_target": "other scene 100%", "blurry_target": "blur sigma 2.5",
-          "color_shift": "cast 0.2", "no_rain": "input = target"}
+          "jpeg_target": "JPEG q20", "color_shift": "cast 0.2", "no_rain": "input = target"}
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +41,18 @@ def thresholds():
 def test_good_synthetic_pairs_pass_every_check(pairs):
     for rain_type, rainy, target in pairs:
         scores = score_pair(view_of_array(rainy), view_of_array(target))
-        assert decide(scores, thresholds()) == [], (rain_type, scores)
+        assert decide(scores, thresholds(), rain_type) == [], (rain_type, scores)
 
 
 @pytest.mark.parametrize("kind", ORDER)
 def test_each_planted_damage_is_rejected_by_its_own_check_first(pairs, kind):
     damage = dict(DAMAGES[kind])[STRONG[kind]]
     for n, (rain_type, rainy, target) in enumerate(pairs):
+        if rain_type in CHECKS.get(kind).skip_types:
+            continue  # not judged by that check (colour on night pairs)
         other = pairs[(n + 1) % len(pairs)][2]
         r, t = damage(rainy, target, other)
-        failed = decide(score_pair(view_of_array(r), view_of_array(t)), thresholds())
+        failed = decide(score_pair(view_of_array(r), view_of_array(t)), thresholds(), rain_type)
         assert failed and failed[0][0] == kind, (rain_type, failed)
         assert CHECKS.get(kind).column in failed[0][1]
 
@@ -83,10 +85,69 @@ def test_config_defaults_are_the_registered_ones():
     assert enabled_checks(SanityConfig()) == {n: CHECKS.get(n).default for n in ORDER}
 
 
+# --- jpeg_target and color_shift: what they catch and what they let pass -------------------------------
+
+JUDGED_COLOUR = {"day_streak", "day_drop", "snow"}  # colour is not judged on fog and night pairs
+
+
+def test_jpeg_target_catches_a_recompressed_target_and_passes_pairs_compressed_alike(pairs):
+    from tasks.sanity.planted import CONTROLS, jpeg
+
+    threshold = CHECKS.get("jpeg_target").default
+    for n, (rain_type, rainy, target) in enumerate(pairs):
+        other = pairs[(n + 1) % len(pairs)][2]
+        for q in (10, 20, 30, 50):
+            failed = decide(score_pair(view_of_array(rainy), view_of_array(jpeg(target, q))), thresholds(), rain_type)
+            assert [r for r, _ in failed] == ["jpeg_target"], (rain_type, q, failed)
+        for label, change in CONTROLS[:2]:  # both images at q90, at q75: the input's blocking is the baseline
+            r, t = change(rainy, target, other)
+            score = score_pair(view_of_array(r), view_of_array(t))["jpeg_blocking"]
+            assert score < threshold, (rain_type, label, score)
+        assert abs(score_pair(view_of_array(rainy), view_of_array(target))["jpeg_blocking"]) < threshold / 2
+
+
+def _save(arr: np.ndarray, path: Path, **kw) -> Path:
+    Image.fromarray((np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)).save(path, **kw)
+    return path
+
+
+def test_jpeg_target_on_files_decoded_at_reduced_scale(pairs, tmp_path):
+    """A 512-px JPEG decodes at half scale in the DCT domain (views.load_view): its blocks are 4 px there,
+    still seen; a 1024-px pair is not judged (blocks of 2 view pixels): NaN, never a reject."""
+    score = CHECKS.get("jpeg_target").score
+    threshold = CHECKS.get("jpeg_target").default
+    _, rainy, target = pairs[0]
+    big = lambda a, side: np.asarray(Image.fromarray((a * 255).astype(np.uint8)).resize((side, side), Image.BICUBIC),  # noqa: E731
+                                     np.float32) / 255.0
+    r512, t512 = big(rainy, 512), big(target, 512)
+    png_in = _save(r512, tmp_path / "in.png")
+    assert score(load_view(png_in), load_view(_save(t512, tmp_path / "t20.jpg", quality=20))) > threshold
+    assert score(load_view(png_in), load_view(_save(t512, tmp_path / "t.png"))) < threshold / 2
+    both = score(load_view(_save(r512, tmp_path / "in90.jpg", quality=90)), load_view(_save(t512, tmp_path / "t90.jpg", quality=90)))
+    assert both < threshold
+    r1k, t1k = big(rainy, 1024), big(target, 1024)
+    nan = score(load_view(_save(r1k, tmp_path / "in1k.png")), load_view(_save(t1k, tmp_path / "t1k.jpg", quality=10)))
+    assert np.isnan(nan) and not CHECKS.get("jpeg_target").failed(nan, threshold)
+
+
+@pytest.mark.parametrize("label", ["cast 0.1", "exposure x0.6", "exposure x0.8"])
+def test_color_shift_catches_milder_casts_and_exposure_changes_on_the_types_it_judges(pairs, label):
+    """What the 0.2 threshold mostly let through (a 10 % cast, x0.8 exposure; planted-set recall 89-100 %
+    now), caught now that the fit keeps only the pixels rain left alone; the good pairs of the same
+    types pass (test above). Gamma and x1.3 exposure are caught 58-78 % of the time: not asserted."""
+    damage = dict(DAMAGES["color_shift"])[label]
+    judged = [(t, r, g) for t, r, g in pairs if t in JUDGED_COLOUR]
+    assert judged
+    for rain_type, rainy, target in judged:
+        r, t = damage(rainy, target, target)
+        failed = decide(score_pair(view_of_array(r), view_of_array(t)), thresholds(), rain_type)
+        assert "color_shift" in [n for n, _ in failed], (rain_type, label, failed)
+
+
 # --- the stage on a small run ------------------------------------------------------------------------
 
 PLANTED = {"shifted.png": "misaligned", "other.png": "unrelated_target", "blurred.png": "blurry_target",
-           "cast.png": "color_shift", "copy.png": "no_rain"}
+           "jpeg.png": "jpeg_target", "cast.png": "color_shift", "copy.png": "no_rain"}
 
 
 @pytest.fixture(scope="module")
@@ -147,11 +208,11 @@ def test_stage_rejects_each_planted_pair_with_its_reason_and_later_stages_skip_t
     assert set(live_candidates(run, "caption")["pair_id"]) == set(cands["pair_id"]) - bad
     funnel = funnel_table(run)
     row = funnel[(funnel["stage"] == "sanity") & (funnel["source"] == "unirain.bad")].iloc[0]
-    assert row["kept"] == 0 and row["rejected"] == 6 and "misaligned: 1" in row["reasons"]
+    assert row["kept"] == 0 and row["rejected"] == len(PLANTED) + 1 and "misaligned: 1" in row["reasons"]
     row = funnel[(funnel["stage"] == "sanity") & (funnel["source"] == "unirain")].iloc[0]
     assert row["kept"] == 8 and row["rejected"] == 0
     grid = Image.open(run.reports / "sanity_rejects.png")
-    assert grid.height > 5 * 128  # a block per reason
+    assert grid.height > len(PLANTED) * 128  # a block per reason
 
 
 def test_threshold_changes_redo_the_stage_and_all_checks_off_pass_everything(source, tmp_path):

@@ -96,7 +96,7 @@ class SanityStage(Stage):
 
     spec = spec(STAGE)
     upstream = (previous_stage(STAGE),)
-    CODE_VERSION = 1
+    CODE_VERSION = 2  # 2: jpeg_target; color_shift compares the channels' lines where the pixels are
 
     def thresholds(self) -> dict[str, float]:
         return enabled_checks(self.cfg.sanity)
