@@ -17,6 +17,7 @@ What rain does to a good pair, and why each score tolerates it:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -237,6 +238,7 @@ JPEG_BLOCK = 8          # the JPEG (DCT) block, pixels of the stored image
 MIN_BLOCK_VIEW = 4.0    # blocks narrower than this on `mid` cannot be told from texture: not judged
 
 
+@lru_cache(maxsize=64)  # a few view sizes per run
 def _grid_columns(n_diff: int, px_per_view: float) -> tuple[np.ndarray, np.ndarray] | None:
     """Indices x of the differences d[x] = v[x + 1] - v[x] along one axis of `mid` that straddle the
     8-px block grid of the stored image (its origin at the image's top left, as an encoder lays it),
@@ -253,6 +255,16 @@ def _grid_columns(n_diff: int, px_per_view: float) -> tuple[np.ndarray, np.ndarr
     return (grid, far) if len(far) >= len(grid) else None
 
 
+def _row_median(a: np.ndarray) -> np.ndarray:
+    """np.median(a, axis=1) by one partition (~1.5x faster on these small rows)."""
+    n = a.shape[1]
+    k = n // 2
+    if n % 2:
+        return np.partition(a, k, axis=1)[:, k]
+    part = np.partition(a, (k - 1, k), axis=1)
+    return 0.5 * (part[:, k - 1] + part[:, k])
+
+
 def block_edges(mid: np.ndarray, px_per_view: tuple[float, float]) -> np.ndarray | None:
     """Per axis (across columns, across rows): how much stronger the image bends at the JPEG block grid
     than between grid lines, relative to how much its content bends. The measure is |second
@@ -263,14 +275,14 @@ def block_edges(mid: np.ndarray, px_per_view: tuple[float, float]) -> np.ndarray
     out = []
     for axis, scale in ((1, px_per_view[0]), (0, px_per_view[1])):
         d = np.diff(mid, axis=axis)
-        d = d if axis == 1 else d.T
-        cols = _grid_columns(d.shape[1], scale)
+        d = d if axis == 1 else np.ascontiguousarray(d.T)  # lines as rows: partitions along contiguous memory
+        cols = _grid_columns(d.shape[1], float(scale))
         if cols is None:
             return None
         grid, far = cols
         bend = np.abs(d[:, 1:-1] - 0.5 * (d[:, :-2] + d[:, 2:]))  # column j: the difference x = j + 1
-        at = float(np.median(bend[:, grid - 1], axis=1).mean())
-        away = float(np.median(bend[:, far - 1], axis=1).mean())
+        at = float(_row_median(bend[:, grid - 1]).mean())
+        away = float(_row_median(bend[:, far - 1]).mean())
         out.append((at - away) / (away / (scale * scale) + 1.0))
     return np.asarray(out)
 
