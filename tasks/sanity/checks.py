@@ -223,7 +223,7 @@ def color_score(rainy: View, target: View) -> float:
       - an offset b that no veil with A in [0.5, 1.05] gives for that a (an exposure change of the target).
     Channel slopes and offsets are not compared directly: a channel with little range in a small image
     has an ill-determined slope, but its line is well determined where its pixels are (good pairs of
-    the judged types: <= 0.043 here against <= 0.10 for slope and offset spreads, 96-512 px)."""
+    the judged types, 96-512 px: <= 0.043 here, up to 0.22 for the spreads of slopes and offsets)."""
     t = target.tiny.reshape(-1, 3)
     a, b = trimmed_fit(t, rainy.tiny.reshape(-1, 3), rounds=COLOR_ROUNDS)
     a_mean, b_mean = float(a.mean()), float(b.mean())
