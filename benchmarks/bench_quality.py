@@ -9,8 +9,8 @@ held-out synthetic test set made from different clean photos.
    so no test scene is ever trained on.
 2. `unirain synth --clean <photos> --seed 0` writes the training set (`--per-type` pairs per rain type)
    and, with seed 1, the test set (`--test-per-type`). Both are reused by later runs.
-3. Each row trains with the train: section of `--recipe` (default `configs/demo.yaml`: its learning
-   rate, warm-up, crop, batch and reweighting) for `--iters` iterations, one run per seed (the data stay
+3. Each row trains with the train: section of `--recipe` (default `benchmarks/quality_recipe.yaml`: the demo's
+   learning rate, warm-up, crop, batch and reweighting, with Charbonnier ε = 0.01 at a constant lr) for `--iters` iterations, one run per seed (the data stay
    fixed; the seed changes initialisation and sampling), on CPU, and is scored on the whole test images
    with the evaluation code (BasicSR protocol). Runs go to `--out/runs/<row>/seed<S>/` and resume;
    finished runs are read back, so an interrupted benchmark continues.
@@ -286,7 +286,8 @@ def plot_curves(results: list[dict], val_input: dict, types: list[str], path: Pa
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(ROOT / "runs" / "bench_quality"), help="data, runs and reports go here")
-    p.add_argument("--recipe", default=str(ROOT / "configs" / "demo.yaml"), help="run config whose train: section is the recipe")
+    p.add_argument("--recipe", default=str(ROOT / "benchmarks" / "quality_recipe.yaml"),
+                   help="run config whose train: section is the recipe")
     p.add_argument("--iters", type=int, default=600)
     p.add_argument("--seeds", default="0,1", help="training seeds, comma-separated")
     p.add_argument("--per-type", type=int, default=200, help="training pairs per rain type")
@@ -327,7 +328,9 @@ def main(argv=None) -> dict:
     if skipped:
         print(f"rows without a model config (skipped): {', '.join(skipped)}")
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
-    recipe = yaml.safe_load(Path(args.recipe).read_text())["train"]
+    from unirain_model.config import load_run_yaml
+
+    recipe = load_run_yaml(args.recipe)["train"]  # after its extends: chain
     eval_every = max(1, args.iters // args.evals)
     jobs = []
     one_seed = set(filter(None, args.one_seed_rows.split(",")))

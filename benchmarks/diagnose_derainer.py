@@ -133,6 +133,7 @@ def _charbonnier(err, eps: float = 1e-3):
     return (err * err + eps * eps).sqrt()
 
 
+CHARBONNIER_EPS = [1e-3]  # set from --charbonnier-eps
 LOSSES = {"l2": lambda e: e * e, "berhu": _berhu, "charbonnier": _charbonnier}
 
 
@@ -145,6 +146,8 @@ def per_sample_fit(kind: str, err):
         return err.abs().flatten(1).mean(1)
     if kind == "psnr":
         return 10 * torch.log10(err.square().flatten(1).mean(1) + 1e-8)
+    if kind == "charbonnier":
+        return _charbonnier(err, CHARBONNIER_EPS[0]).flatten(1).mean(1)
     return LOSSES[kind](err).flatten(1).mean(1)
 
 
@@ -206,6 +209,7 @@ def run(args) -> dict:
     from unirain_model.trainer import lr_factor
 
     torch.set_num_threads(args.threads)
+    CHARBONNIER_EPS[0] = args.charbonnier_eps
     # Decoded images are cached: the run measures learning, not PNG decoding.
     data_mod.load_pair = functools.lru_cache(maxsize=None)(data_mod.load_pair)
     table = TypeTable.from_frame(read_pairs(args.data / "train"))
@@ -259,7 +263,7 @@ def run(args) -> dict:
     gains = evaluate(model, test)
     result = {"label": args.label or f"{Path(args.model).stem} {' '.join(args.set)}".strip(),
               "model": args.model, "set": args.set, "patch": args.patch, "params": params, "iters": args.iters, "crop": args.crop,
-              "batch": args.batch, "lr": args.lr, "warmup": args.warmup, "min_lr": args.min_lr, "wd": args.wd, "aux": args.aux, "loss": args.loss,
+              "batch": args.batch, "lr": args.lr, "warmup": args.warmup, "min_lr": args.min_lr, "wd": args.wd, "aux": args.aux, "loss": args.loss, "charbonnier_eps": args.charbonnier_eps,
               "optim": args.optim, "sampler": args.sampler, "schedule": args.schedule, "gain_curve": gain_curve,
               "switch": [args.switch_at, args.switch_to] if args.switch_at < args.iters else None,
               "seconds": round(seconds, 1), "train_l1": round(float(np.mean(l1s)), 5),
@@ -303,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--aux", type=float, default=0.01)
     losses = ("l1", "l2", "berhu", "charbonnier", "psnr")
     r.add_argument("--loss", choices=losses, default="l1", help="l1: the trainer's loss")
+    r.add_argument("--charbonnier-eps", type=float, default=1e-3,
+                   help="ε of the Charbonnier loss: ≈ L1 at 1e-3; at 1e-2 errors below ~2.5 grey levels pull like L2")
     r.add_argument("--switch-at", type=int, default=10**9, help="use --switch-to after this iteration")
     r.add_argument("--switch-to", choices=losses, default="l1")
     r.add_argument("--optim", choices=("adamw", "adam"), default="adamw",
