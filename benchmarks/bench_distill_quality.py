@@ -5,7 +5,7 @@
 1. Pool (`unirain synth`, 128x128, the four rain types, training photos only, as in bench_quality):
    source `clean` (every pair good) and source `damaged` (half of its pairs damaged by
    `tasks/sanity/planted.py`, the kinds in turn at strong settings: 5 px shift, another scene, blur
-   sigma 2.5, a 20 % colour cast, input = target). A synthetic gallery. A clean held-out test set from
+   sigma 2.5, a 20 % colour cast, input = target, the target re-encoded at JPEG q20). A synthetic gallery. A clean held-out test set from
    the test photos (seed 1).
 2. `distill` with the tiny RANDOM-WEIGHT models of the demo (tasks/offline/tiny_models), every stage
    through the stage runner in this process (no Prefect): ingest, leak_check, sanity, caption, embed,
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 STRONG = (("misaligned", "shift 5 px"), ("unrelated_target", "other scene 100%"), ("blurry_target", "blur sigma 2.5"),
-          ("color_shift", "cast 0.2"), ("no_rain", "input = target"))
+          ("color_shift", "cast 0.2"), ("no_rain", "input = target"), ("jpeg_target", "JPEG q20"))
 
 
 def build_pool(out: Path, per_type: int, size: tuple[int, int]) -> dict:
