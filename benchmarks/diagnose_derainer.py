@@ -128,27 +128,19 @@ def _berhu(err, c: float = 0.02):
     return a.where(a <= c, (a * a + c * c) / (2 * c))
 
 
-def _charbonnier(err, eps: float = 1e-3):
-    """sqrt(e² + ε²): L1 away from zero, smooth (L2-like) within ε of it (MPRNet/Restormer's loss)."""
-    return (err * err + eps * eps).sqrt()
-
-
-CHARBONNIER_EPS = [1e-3]  # set from --charbonnier-eps
-LOSSES = {"l2": lambda e: e * e, "berhu": _berhu, "charbonnier": _charbonnier}
-
-
-def per_sample_fit(kind: str, err):
-    """Per-sample training loss. `psnr`: 10·log10(MSE) per sample (minimising it maximises PSNR;
-    its gradient is the MSE's divided by the sample's own MSE, so easy samples are not drowned out)."""
+def per_sample_fit(kind: str, err, eps: float = 1e-3):
+    """Per-sample training loss: the trainer's own (`l1`, `l2`, `charbonnier` with ε = `eps`), or
+    `berhu`, or `psnr`: 10·log10(MSE) per sample (minimising it maximises PSNR; its gradient is the
+    MSE's divided by the sample's own MSE, so easy samples are not drowned out)."""
     import torch
 
-    if kind == "l1":
-        return err.abs().flatten(1).mean(1)
+    from unirain_model.trainer import per_sample_loss
+
     if kind == "psnr":
         return 10 * torch.log10(err.square().flatten(1).mean(1) + 1e-8)
-    if kind == "charbonnier":
-        return _charbonnier(err, CHARBONNIER_EPS[0]).flatten(1).mean(1)
-    return LOSSES[kind](err).flatten(1).mean(1)
+    if kind == "berhu":
+        return _berhu(err).flatten(1).mean(1)
+    return per_sample_loss(err, kind, eps)
 
 
 def _parse_value(text: str):
@@ -209,7 +201,6 @@ def run(args) -> dict:
     from unirain_model.trainer import lr_factor
 
     torch.set_num_threads(args.threads)
-    CHARBONNIER_EPS[0] = args.charbonnier_eps
     # Decoded images are cached: the run measures learning, not PNG decoding.
     data_mod.load_pair = functools.lru_cache(maxsize=None)(data_mod.load_pair)
     table = TypeTable.from_frame(read_pairs(args.data / "train"))
@@ -236,7 +227,7 @@ def run(args) -> dict:
         pred = model(x)
         per_sample = (pred - y).abs().flatten(1).mean(1)
         kind = args.loss if it <= args.switch_at else args.switch_to
-        fit = per_sample if kind == "l1" else per_sample_fit(kind, pred - y)
+        fit = per_sample if kind == "l1" else per_sample_fit(kind, pred - y, args.charbonnier_eps)
         loss = weighted_type_loss(fit, type_idx, weights) + args.aux * model.aux_loss()
         opt.zero_grad(set_to_none=True)
         loss.backward()

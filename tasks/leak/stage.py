@@ -21,6 +21,8 @@ Decision rule and thresholds: `tasks.leak.check`, measurements: `tasks.leak.phas
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import pandas as pd
 
@@ -112,12 +114,9 @@ class LeakCheckStage(Stage):
     def process_shard(self, run: RunLayout, shard: int, rows: pd.DataFrame):
         if not self.section.test_sets or rows.empty:
             return pass_all(rows), [], {"test_leaks": 0}
-        if self.keeps_views():
-            with ViewWriter(shard_path(run, shard)) as views:
-                out, rejects = check_pairs(rows, self.index(run), self.section.max_distance,
-                                           self.section.min_correlation, views)
-        else:
-            out, rejects = check_pairs(rows, self.index(run), self.section.max_distance, self.section.min_correlation)
+        with ViewWriter(shard_path(run, shard)) if self.keeps_views() else nullcontext() as views:
+            out, rejects = check_pairs(rows, self.index(run), self.section.max_distance,
+                                       self.section.min_correlation, views)
         if self.uses_clip():
             confirm_with_clip(out, rows, self, rejects)
         out = out.assign(test_leak=out["test_leak"].astype(bool))
